@@ -7,5 +7,4 @@ pub use brainstate_derive::Stateful;
 /// Spiking-network layers, initializers, surrogates, losses, optimizers and the trainer.
 pub use brainstate_nn as nn;
 
-#[doc(hidden)]
-pub use brainstate_core::private as __private;
+

@@ -3,7 +3,10 @@
 //! Most users depend on the facade crate `brainstate`, which re-exports everything here.
 #![warn(missing_docs)]
 
+pub mod bpformat;
+pub mod ckpt;
 pub mod dtype;
+pub mod interop;
 pub mod naming;
 pub mod node;
 pub mod pytree;
@@ -12,7 +15,7 @@ pub mod tensor;
 pub mod variable;
 
 #[doc(hidden)]
-pub mod private;
+pub mod __private;
 
 pub use dtype::{DType, Element, C128, C64};
 pub use indexmap::IndexMap;
