@@ -323,7 +323,7 @@ fn hostile_lengths_are_rejected_before_allocating() {
         vec![0x7b, 0x80, 0, 0, 0, 0, 0, 0, 0],
         vec![0x9b, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff],
         vec![0xbb, 0x80, 0, 0, 0, 0, 0, 0, 0],
-        vec![0x9a, 0, 0, 0, 1], // array of 2^32 with nothing after
+        vec![0x9b, 0, 0, 0, 1, 0, 0, 0, 0], // array of 2^32 items
     ] {
         let mut body = header_prefix(1);
         body.extend(text("tree"));
