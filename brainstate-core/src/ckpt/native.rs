@@ -11,7 +11,6 @@ use crate::pytree::Pytree;
 use crate::tensor::{checked_nbytes, Tensor};
 use ciborium_ll::{Decoder, Encoder, Header};
 use indexmap::IndexMap;
-use std::collections::HashSet;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 
 /// The magic: tag 55799 (self-described CBOR), `d9 d9 f7`.
@@ -522,65 +521,128 @@ impl Val {
     }
 }
 
-/// Parses one CBOR item from a slice with ciborium-ll, bounding nesting and allocation.
+/// Parses CBOR items from a slice with ciborium-ll heads, bounding nesting and allocation:
+/// every length is checked against the bytes that remain before anything is allocated.
 struct Parser<'a> {
-    dec: Decoder<&'a [u8]>,
-    len: usize,
+    bytes: &'a [u8],
+    pos: usize,
     /// Absolute file offset of the slice's first byte (for error messages).
     base: u64,
 }
 
 impl<'a> Parser<'a> {
     fn new(bytes: &'a [u8], base: u64) -> Parser<'a> {
-        Parser {
-            dec: Decoder::from(bytes),
-            len: bytes.len(),
-            base,
-        }
+        Parser { bytes, pos: 0, base }
     }
 
-    fn pos(&mut self) -> usize {
-        self.dec.offset()
+    fn pos(&self) -> usize {
+        self.pos
     }
 
-    fn at(&mut self) -> u64 {
-        self.base + self.pos() as u64
+    fn at(&self) -> u64 {
+        self.base + self.pos as u64
+    }
+
+    fn remaining(&self) -> usize {
+        self.bytes.len() - self.pos
     }
 
     fn pull(&mut self) -> Result<Header, FormatError> {
         let at = self.at();
-        self.dec.pull().map_err(|e| match e {
+        let mut d = Decoder::from(&self.bytes[self.pos..]);
+        let h = d.pull().map_err(|e| match e {
             ciborium_ll::Error::Io(_) => FormatError::Truncated { offset: at },
             ciborium_ll::Error::Syntax(_) => FormatError::Syntax {
                 offset: at,
                 what: "invalid CBOR head".into(),
             },
+        })?;
+        self.pos += d.offset();
+        Ok(h)
+    }
+
+    fn take(&mut self, n: usize) -> Result<&'a [u8], FormatError> {
+        if n > self.remaining() {
+            return Err(FormatError::Truncated { offset: self.at() });
+        }
+        let s = &self.bytes[self.pos..self.pos + n];
+        self.pos += n;
+        Ok(s)
+    }
+
+    fn text_of(&mut self, n: usize, at: u64) -> Result<&'a str, FormatError> {
+        std::str::from_utf8(self.take(n)?).map_err(|_| FormatError::Syntax {
+            offset: at,
+            what: "text is not valid UTF-8".into(),
         })
     }
 
-    fn take(&mut self, n: usize) -> Result<Vec<u8>, FormatError> {
+    /// A map key: must be text.
+    fn key(&mut self) -> Result<&'a str, FormatError> {
         let at = self.at();
-        if n > self.len - self.pos() {
-            return Err(FormatError::Truncated { offset: at });
+        match self.pull()? {
+            Header::Text(Some(n)) => self.text_of(n, at),
+            Header::Text(None) => Err(FormatError::Syntax {
+                offset: at,
+                what: "indefinite-length items are not allowed".into(),
+            }),
+            other => Err(FormatError::NonTextKey {
+                offset: at,
+                found: head_kind(&other),
+            }),
         }
-        let mut v = vec![0u8; n];
-        ciborium_io::Read::read_exact(&mut self.dec, &mut v).map_err(|_| FormatError::Truncated { offset: at })?;
-        Ok(v)
+    }
+
+    fn map_head(&mut self, item: &'static str, key: &'static str) -> Result<usize, FormatError> {
+        let at = self.at();
+        match self.pull()? {
+            Header::Map(Some(n)) => Ok(n),
+            other => Err(FormatError::WrongType {
+                offset: at,
+                item,
+                key,
+                expected: "map",
+                found: head_kind(&other),
+            }),
+        }
+    }
+
+    fn array_head(&mut self, item: &'static str, key: &'static str) -> Result<usize, FormatError> {
+        let at = self.at();
+        match self.pull()? {
+            Header::Array(Some(n)) => Ok(n),
+            other => Err(FormatError::WrongType {
+                offset: at,
+                item,
+                key,
+                expected: "array",
+                found: head_kind(&other),
+            }),
+        }
+    }
+
+    fn uint(&mut self, item: &'static str, key: &'static str) -> Result<u64, FormatError> {
+        let at = self.at();
+        match self.pull()? {
+            Header::Positive(u) => Ok(u),
+            other => Err(FormatError::WrongType {
+                offset: at,
+                item,
+                key,
+                expected: "unsigned int",
+                found: head_kind(&other),
+            }),
+        }
     }
 
     fn value(&mut self, depth: usize) -> Result<Val, FormatError> {
         let at = self.at();
-        let nested = |what: &str| -> Result<(), FormatError> {
+        let nested = || -> Result<(), FormatError> {
             if depth >= MAX_DEPTH {
                 Err(FormatError::TooDeep { offset: at, limit: MAX_DEPTH })
             } else {
-                let _ = what;
                 Ok(())
             }
-        };
-        let indefinite = || FormatError::Syntax {
-            offset: at,
-            what: "indefinite-length items are not allowed".into(),
         };
         Ok(match self.pull()? {
             Header::Positive(u) => Val::Uint(u),
@@ -601,53 +663,154 @@ impl<'a> Parser<'a> {
                     what: "unexpected break".into(),
                 })
             }
-            Header::Bytes(Some(n)) => Val::Bytes(self.take(n)?),
-            Header::Text(Some(n)) => {
-                let b = self.take(n)?;
-                Val::Text(String::from_utf8(b).map_err(|_| FormatError::Syntax {
-                    offset: at,
-                    what: "text is not valid UTF-8".into(),
-                })?)
-            }
+            Header::Bytes(Some(n)) => Val::Bytes(self.take(n)?.to_vec()),
+            Header::Text(Some(n)) => Val::Text(self.text_of(n, at)?.to_string()),
             Header::Array(Some(n)) => {
-                nested("array")?;
-                let mut v = Vec::with_capacity(n.min(self.len - self.pos()));
+                nested()?;
+                let mut v = Vec::with_capacity(n.min(self.remaining()));
                 for _ in 0..n {
                     v.push(self.value(depth + 1)?);
                 }
                 Val::Array(v)
             }
             Header::Map(Some(n)) => {
-                nested("map")?;
-                let mut v: Vec<(String, Val)> = Vec::with_capacity(n.min(self.len - self.pos()));
-                let mut seen = HashSet::with_capacity(n.min(self.len - self.pos()));
+                nested()?;
+                let mut v: Vec<(String, Val)> = Vec::with_capacity(n.min(self.remaining()));
+                let mut big: Vec<(&'a str, u64)> = Vec::new();
                 for _ in 0..n {
                     let kat = self.at();
-                    let key = match self.value(depth + 1)? {
-                        Val::Text(s) => s,
-                        other => {
-                            return Err(FormatError::NonTextKey {
+                    let key = self.key()?;
+                    if n <= 16 {
+                        if v.iter().any(|(k, _)| k == key) {
+                            return Err(FormatError::DuplicateKey {
                                 offset: kat,
-                                found: other.kind(),
-                            })
+                                key: key.to_string(),
+                            });
                         }
-                    };
-                    if !seen.insert(key.clone()) {
-                        return Err(FormatError::DuplicateKey { offset: kat, key });
+                    } else {
+                        big.push((key, kat));
                     }
                     let val = self.value(depth + 1)?;
-                    v.push((key, val));
+                    v.push((key.to_string(), val));
+                }
+                if !big.is_empty() {
+                    big.sort_unstable();
+                    if let Some(w) = big.windows(2).find(|w| w[0].0 == w[1].0) {
+                        return Err(FormatError::DuplicateKey {
+                            offset: w[1].1,
+                            key: w[1].0.to_string(),
+                        });
+                    }
                 }
                 Val::Map(v)
             }
             Header::Tag(t) => {
-                nested("tag")?;
+                nested()?;
                 Val::Tag(t, Box::new(self.value(depth + 1)?))
             }
             Header::Bytes(None) | Header::Text(None) | Header::Array(None) | Header::Map(None) => {
-                return Err(indefinite())
+                return Err(FormatError::Syntax {
+                    offset: at,
+                    what: "indefinite-length items are not allowed".into(),
+                })
             }
         })
+    }
+
+    /// One tensor entry, parsed without building generic values.
+    fn tensor_entry(&mut self, index: usize) -> Result<TensorEntry, FormatError> {
+        let item = "tensor entry";
+        let at = self.at();
+        let n = self.map_head(item, "")?;
+        let (mut len, mut off, mut dtype, mut shape, mut crc) = (None, None, None, None, None);
+        let mut others: Vec<&str> = Vec::new();
+        for _ in 0..n {
+            let kat = self.at();
+            let key = self.key()?;
+            let dup = match key {
+                "len" => len.replace(self.uint(item, "len")?).is_some(),
+                "off" => off.replace(self.uint(item, "off")?).is_some(),
+                "crc32c" => crc.replace(self.uint(item, "crc32c")?).is_some(),
+                "dtype" => {
+                    let tat = self.at();
+                    let name = match self.pull()? {
+                        Header::Text(Some(n)) => self.text_of(n, tat)?,
+                        other => {
+                            return Err(FormatError::WrongType {
+                                offset: tat,
+                                item,
+                                key: "dtype",
+                                expected: "text",
+                                found: head_kind(&other),
+                            })
+                        }
+                    };
+                    let d = DType::from_name(name).ok_or_else(|| FormatError::UnknownDtype {
+                        index,
+                        name: name.to_string(),
+                    })?;
+                    dtype.replace(d).is_some()
+                }
+                "shape" => {
+                    let nd = self.array_head(item, "shape")?;
+                    if nd > MAX_NDIM {
+                        return Err(FormatError::BadShape { index });
+                    }
+                    let mut dims = Vec::with_capacity(nd);
+                    for _ in 0..nd {
+                        let d = self.uint(item, "shape")?;
+                        dims.push(usize::try_from(d).map_err(|_| FormatError::BadShape { index })?);
+                    }
+                    shape.replace(dims).is_some()
+                }
+                other => {
+                    // A key of a newer minor version: skip its value.
+                    self.value(1)?;
+                    if others.contains(&other) {
+                        true
+                    } else {
+                        others.push(other);
+                        false
+                    }
+                }
+            };
+            if dup {
+                return Err(FormatError::DuplicateKey {
+                    offset: kat,
+                    key: key.to_string(),
+                });
+            }
+        }
+        let missing = |key| FormatError::MissingKey { offset: at, item, key };
+        let crc = crc.ok_or(missing("crc32c"))?;
+        Ok(TensorEntry {
+            dtype: dtype.ok_or(missing("dtype"))?,
+            shape: shape.ok_or(missing("shape"))?,
+            off: off.ok_or(missing("off"))?,
+            len: len.ok_or(missing("len"))?,
+            crc32c: u32::try_from(crc).map_err(|_| FormatError::WrongType {
+                offset: at,
+                item,
+                key: "crc32c",
+                expected: "32-bit unsigned int",
+                found: "larger int",
+            })?,
+        })
+    }
+}
+
+fn head_kind(h: &Header) -> &'static str {
+    match h {
+        Header::Positive(_) => "unsigned int",
+        Header::Negative(_) => "negative int",
+        Header::Float(_) => "float",
+        Header::Simple(_) => "simple value",
+        Header::Tag(_) => "tag",
+        Header::Break => "break",
+        Header::Bytes(_) => "byte string",
+        Header::Text(_) => "text",
+        Header::Array(_) => "array",
+        Header::Map(_) => "map",
     }
 }
 
@@ -695,7 +858,7 @@ impl ParsedHeader {
     pub fn meta(&self) -> Result<Option<Pytree>, FormatError> {
         self.meta
             .as_ref()
-            .map(|m| build_tree(m, &mut |_, _, at| Err(FormatError::BadTensorRef { offset: at, index: u64::MAX })))
+            .map(|m| build_tree(m.clone(), &mut |_, _, at| Err(FormatError::BadTensorRef { offset: at, index: u64::MAX })))
             .transpose()
     }
 }
@@ -707,133 +870,74 @@ pub fn parse_header(bytes: &[u8], file_len: u64) -> Result<ParsedHeader, FormatE
         return Err(FormatError::BadMagic);
     }
     let mut p = Parser::new(&bytes[3..], 3);
-    let root = p.value(0)?;
-    let header_len = 3 + p.pos() as u64;
-    let Val::Map(h) = root else {
-        return Err(FormatError::WrongType {
-            offset: 3,
-            item: "header",
-            key: "",
-            expected: "map",
-            found: root.kind(),
-        });
-    };
     let item = "header";
-    let fmt = get(&h, "fmt", 3, item)?;
-    if !matches!(fmt, Val::Text(s) if s == FORMAT_ID) {
-        return Err(FormatError::NotNative);
-    }
-    let version = match get(&h, "ver", 3, item)? {
-        Val::Array(v) if v.len() == 2 => [uint(&v[0], 3, item, "ver")?, uint(&v[1], 3, item, "ver")?],
-        other => {
-            return Err(FormatError::WrongType {
-                offset: 3,
-                item,
-                key: "ver",
-                expected: "[major, minor]",
-                found: other.kind(),
-            })
+    let n = p.map_head(item, "")?;
+    let (mut fmt, mut ver, mut align, mut tensors, mut tree, mut meta) = (None, None, None, None, None, None);
+    let mut others: Vec<&str> = Vec::new();
+    for _ in 0..n {
+        let kat = p.at();
+        let key = p.key()?;
+        let dup = match key {
+            "fmt" => fmt.replace(p.value(1)?).is_some(),
+            "ver" => ver.replace(p.value(1)?).is_some(),
+            "align" => align.replace(p.uint(item, "align")?).is_some(),
+            "tree" => tree.replace(p.value(1)?).is_some(),
+            "meta" => meta.replace(p.value(1)?).is_some(),
+            "tensors" => {
+                // The format id and version come first in every valid header: check them before
+                // reading entries, so another format or version gets the right error.
+                check_id(&fmt, &ver)?;
+                let count = p.array_head(item, "tensors")?;
+                let mut v = Vec::with_capacity(count.min(p.remaining()));
+                for index in 0..count {
+                    v.push(p.tensor_entry(index)?);
+                }
+                tensors.replace(v).is_some()
+            }
+            other => {
+                p.value(1)?;
+                if others.contains(&other) {
+                    true
+                } else {
+                    others.push(other);
+                    false
+                }
+            }
+        };
+        if dup {
+            return Err(FormatError::DuplicateKey {
+                offset: kat,
+                key: key.to_string(),
+            });
         }
-    };
-    if version[0] != VERSION[0] {
-        return Err(FormatError::UnsupportedVersion {
-            major: version[0],
-            minor: version[1],
-        });
     }
-    let align = uint(get(&h, "align", 3, item)?, 3, item, "align")?;
+    let header_len = 3 + p.pos() as u64;
+    let version = check_id(&fmt, &ver)?;
+    let missing = |key| FormatError::MissingKey { offset: 3, item, key };
+    let align = align.ok_or(missing("align"))?;
     if !(8..=65536).contains(&align) || !align.is_power_of_two() {
         return Err(FormatError::BadAlign { align });
     }
-    let Val::Array(ts) = get(&h, "tensors", 3, item)? else {
-        return Err(FormatError::WrongType {
-            offset: 3,
-            item,
-            key: "tensors",
-            expected: "array",
-            found: get(&h, "tensors", 3, item)?.kind(),
-        });
-    };
-    let mut tensors = Vec::with_capacity(ts.len());
-    for (index, t) in ts.iter().enumerate() {
-        let item = "tensor entry";
-        let Val::Map(m) = t else {
-            return Err(FormatError::WrongType {
-                offset: 3,
-                item,
-                key: "",
-                expected: "map",
-                found: t.kind(),
-            });
-        };
-        let dtype = match get(m, "dtype", 3, item)? {
-            Val::Text(s) => DType::from_name(s).ok_or_else(|| FormatError::UnknownDtype {
-                index,
-                name: s.clone(),
-            })?,
-            other => {
-                return Err(FormatError::WrongType {
-                    offset: 3,
-                    item,
-                    key: "dtype",
-                    expected: "text",
-                    found: other.kind(),
-                })
-            }
-        };
-        let shape = match get(m, "shape", 3, item)? {
-            Val::Array(dims) if dims.len() <= MAX_NDIM => dims
-                .iter()
-                .map(|d| {
-                    uint(d, 3, item, "shape")
-                        .and_then(|d| usize::try_from(d).map_err(|_| FormatError::BadShape { index }))
-                })
-                .collect::<Result<Vec<usize>, _>>()?,
-            Val::Array(_) => return Err(FormatError::BadShape { index }),
-            other => {
-                return Err(FormatError::WrongType {
-                    offset: 3,
-                    item,
-                    key: "shape",
-                    expected: "array",
-                    found: other.kind(),
-                })
-            }
-        };
+    let tensors = tensors.ok_or(missing("tensors"))?;
+    let tree = tree.ok_or(missing("tree"))?;
+    for (index, e) in tensors.iter().enumerate() {
         // ndarray needs the product of the non-zero axes to fit isize.
-        let nonzero = shape
+        let nonzero = e
+            .shape
             .iter()
             .try_fold(1usize, |acc, &d| acc.checked_mul(d.max(1)))
             .filter(|&p| p <= isize::MAX as usize);
-        let nbytes = checked_nbytes(dtype, &shape).ok();
-        let len = uint(get(m, "len", 3, item)?, 3, item, "len")?;
-        match (nonzero, nbytes) {
-            (Some(_), Some(n)) if n as u64 == len => {}
+        match (nonzero, checked_nbytes(e.dtype, &e.shape).ok()) {
+            (Some(_), Some(n)) if n as u64 == e.len => {}
             (Some(_), Some(n)) => {
                 return Err(FormatError::LengthMismatch {
                     index,
                     expected: n as u64,
-                    found: len,
+                    found: e.len,
                 })
             }
             _ => return Err(FormatError::BadShape { index }),
         }
-        let off = uint(get(m, "off", 3, item)?, 3, item, "off")?;
-        let crc = uint(get(m, "crc32c", 3, item)?, 3, item, "crc32c")?;
-        let crc32c = u32::try_from(crc).map_err(|_| FormatError::WrongType {
-            offset: 3,
-            item,
-            key: "crc32c",
-            expected: "32-bit unsigned int",
-            found: "larger int",
-        })?;
-        tensors.push(TensorEntry {
-            dtype,
-            shape,
-            off,
-            len,
-            crc32c,
-        });
     }
     // Validate every length against the file before anything is allocated for payloads.
     let (offs, datalen) = layout(tensors.iter().map(|e| (e.dtype, e.len)), align)
@@ -852,8 +956,6 @@ pub fn parse_header(bytes: &[u8], file_len: u64) -> Result<ParsedHeader, FormatE
         Some(end) if end < file_len => {}
         _ => return Err(FormatError::TooLarge { file_len }),
     }
-    let tree = get(&h, "tree", 3, item)?.clone();
-    let meta = h.iter().find(|(k, _)| k == "meta").map(|(_, v)| v.clone());
     Ok(ParsedHeader {
         header_len,
         version,
@@ -864,6 +966,45 @@ pub fn parse_header(bytes: &[u8], file_len: u64) -> Result<ParsedHeader, FormatE
         data_base,
         datalen,
     })
+}
+
+/// Checks the format id and the major version; returns `[major, minor]`.
+fn check_id(fmt: &Option<Val>, ver: &Option<Val>) -> Result<[u64; 2], FormatError> {
+    match fmt {
+        Some(Val::Text(s)) if s == FORMAT_ID => {}
+        _ => return Err(FormatError::NotNative),
+    }
+    let version = match ver {
+        Some(Val::Array(v)) if v.len() == 2 => match (&v[0], &v[1]) {
+            (Val::Uint(a), Val::Uint(b)) => [*a, *b],
+            _ => return Err(bad_ver(ver)),
+        },
+        _ => return Err(bad_ver(ver)),
+    };
+    if version[0] != VERSION[0] {
+        return Err(FormatError::UnsupportedVersion {
+            major: version[0],
+            minor: version[1],
+        });
+    }
+    Ok(version)
+}
+
+fn bad_ver(v: &Option<Val>) -> FormatError {
+    match v {
+        None => FormatError::MissingKey {
+            offset: 3,
+            item: "header",
+            key: "ver",
+        },
+        Some(v) => FormatError::WrongType {
+            offset: 3,
+            item: "header",
+            key: "ver",
+            expected: "[major, minor]",
+            found: v.kind(),
+        },
+    }
 }
 
 /// Parses the trailer from its bytes (which must end the file) and checks it against the header.
@@ -905,7 +1046,7 @@ fn check_trailer(bytes: &[u8], at: u64, h: &ParsedHeader, hcrc: u32) -> Result<(
 }
 
 fn build_tree(
-    v: &Val,
+    v: Val,
     tensor: &mut dyn FnMut(u64, bool, u64) -> Result<Pytree, FormatError>,
 ) -> Result<Pytree, FormatError> {
     // Offsets inside the tree are not tracked per value; errors use offset 0 within the header.
@@ -914,43 +1055,43 @@ fn build_tree(
         Val::Map(m) => {
             let mut out = IndexMap::with_capacity(m.len());
             for (k, v) in m {
-                out.insert(k.clone(), build_tree(v, tensor)?);
+                out.insert(k, build_tree(v, tensor)?);
             }
             Pytree::Map(out)
         }
-        Val::Array(a) => Pytree::List(a.iter().map(|v| build_tree(v, tensor)).collect::<Result<_, _>>()?),
-        Val::Uint(u) => i64::try_from(*u).map_or(Pytree::UInt(*u), Pytree::Int),
+        Val::Array(a) => Pytree::List(a.into_iter().map(|v| build_tree(v, tensor)).collect::<Result<_, _>>()?),
+        Val::Uint(u) => i64::try_from(u).map_or(Pytree::UInt(u), Pytree::Int),
         Val::Nint(n) => {
-            if *n > i64::MAX as u64 {
+            if n > i64::MAX as u64 {
                 return Err(FormatError::IntOutOfRange);
             }
-            Pytree::Int(!(*n as i64))
+            Pytree::Int(!(n as i64))
         }
-        Val::Float(f) => Pytree::Float(*f),
-        Val::Bool(b) => Pytree::Bool(*b),
+        Val::Float(f) => Pytree::Float(f),
+        Val::Bool(b) => Pytree::Bool(b),
         Val::Null => Pytree::None,
-        Val::Bytes(b) => Pytree::Bytes(b.clone()),
-        Val::Text(s) => Pytree::Str(s.clone()),
-        Val::Tag(TAG_TENSOR, i) => match **i {
+        Val::Bytes(b) => Pytree::Bytes(b),
+        Val::Text(s) => Pytree::Str(s),
+        Val::Tag(TAG_TENSOR, i) => match *i {
             Val::Uint(i) => tensor(i, false, at)?,
             _ => return Err(FormatError::BadTensorRef { offset: at, index: u64::MAX }),
         },
-        Val::Tag(TAG_SCALAR, i) => match **i {
+        Val::Tag(TAG_SCALAR, i) => match *i {
             Val::Uint(i) => tensor(i, true, at)?,
             _ => return Err(FormatError::BadTensorRef { offset: at, index: u64::MAX }),
         },
-        Val::Tag(TAG_UINT, u) => match **u {
+        Val::Tag(TAG_UINT, u) => match *u {
             Val::Uint(u) => Pytree::UInt(u),
             _ => return Err(FormatError::UnknownTag { tag: TAG_UINT }),
         },
-        Val::Tag(TAG_COMPLEX, c) => match &**c {
+        Val::Tag(TAG_COMPLEX, c) => match &*c {
             Val::Array(a) if a.len() == 2 => match (&a[0], &a[1]) {
                 (Val::Float(re), Val::Float(im)) => Pytree::Complex(crate::C128::new(*re, *im)),
                 _ => return Err(FormatError::UnknownTag { tag: TAG_COMPLEX }),
             },
             _ => return Err(FormatError::UnknownTag { tag: TAG_COMPLEX }),
         },
-        Val::Tag(t, _) => return Err(FormatError::UnknownTag { tag: *t }),
+        Val::Tag(t, _) => return Err(FormatError::UnknownTag { tag: t }),
     })
 }
 
@@ -1052,7 +1193,7 @@ pub fn read<R: Read + Seek>(
     }
     check_trailer(&tb, trailer_at, &h, hcrc)?;
     let n = out.len() as u64;
-    let tree = build_tree(&h.tree, &mut |i, scalar, at| {
+    let tree = build_tree(h.tree, &mut |i, scalar, at| {
         let slot = usize::try_from(i)
             .ok()
             .and_then(|i| out.get_mut(i))
