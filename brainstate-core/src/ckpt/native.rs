@@ -547,8 +547,52 @@ impl<'a> Parser<'a> {
         self.bytes.len() - self.pos
     }
 
+    /// Reads one CBOR head. Small heads are decoded inline; floats go through ciborium-ll.
+    #[inline]
     fn pull(&mut self) -> Result<Header, FormatError> {
         let at = self.at();
+        let Some(&b) = self.bytes.get(self.pos) else {
+            return Err(FormatError::Truncated { offset: at });
+        };
+        let (major, info) = (b >> 5, b & 0x1f);
+        if major != 7 {
+            let n = match info {
+                0..=23 => {
+                    self.pos += 1;
+                    info as u64
+                }
+                24..=27 => {
+                    let w = 1usize << (info - 24);
+                    let Some(arg) = self.bytes.get(self.pos + 1..self.pos + 1 + w) else {
+                        return Err(FormatError::Truncated { offset: at });
+                    };
+                    self.pos += 1 + w;
+                    arg.iter().fold(0u64, |acc, &x| (acc << 8) | x as u64)
+                }
+                31 if (2..=5).contains(&major) => {
+                    return Err(FormatError::Syntax {
+                        offset: at,
+                        what: "indefinite-length items are not allowed".into(),
+                    })
+                }
+                _ => {
+                    return Err(FormatError::Syntax {
+                        offset: at,
+                        what: "invalid CBOR head".into(),
+                    })
+                }
+            };
+            let len = || usize::try_from(n).map_err(|_| FormatError::Truncated { offset: at });
+            return Ok(match major {
+                0 => Header::Positive(n),
+                1 => Header::Negative(n),
+                2 => Header::Bytes(Some(len()?)),
+                3 => Header::Text(Some(len()?)),
+                4 => Header::Array(Some(len()?)),
+                5 => Header::Map(Some(len()?)),
+                _ => Header::Tag(n),
+            });
+        }
         let mut d = Decoder::from(&self.bytes[self.pos..]);
         let h = d.pull().map_err(|e| match e {
             ciborium_ll::Error::Io(_) => FormatError::Truncated { offset: at },
@@ -1221,7 +1265,7 @@ fn io_err(e: io::Error) -> FormatError {
 /// Reads and parses the header (growing the read window as needed, never past the file), and
 /// returns it with its CRC32C.
 pub fn read_header<R: Read + Seek>(r: &mut R, file_len: u64) -> Result<(ParsedHeader, u32), FormatError> {
-    let mut want = file_len.min(1 << 16) as usize;
+    let mut want = file_len.min(1 << 20) as usize;
     loop {
         let mut buf = vec![0u8; want];
         r.seek(SeekFrom::Start(0)).map_err(io_err)?;
