@@ -81,12 +81,12 @@ pub trait Stateful {
 /// Hand-written local state for a node derived with `#[stateful(custom)]` (BrainPy's override of
 /// `save_state` / `load_state`). The derive still provides naming and the traversal of children.
 pub trait CustomState {
-    /// The local state.
-    fn save_state(&self) -> StateDict;
+    /// The local state (BrainPy's overridden `save_state`).
+    fn save_local(&self) -> StateDict;
     /// Checks a local state without changing anything (use [`Checker`]).
-    fn check_state(&self, state: &StateDict, options: &LoadOptions) -> LocalCheck;
-    /// Assigns a local state that `check_state` accepted.
-    fn apply_state(&mut self, state: &StateDict, options: &LoadOptions);
+    fn check_local(&self, state: &StateDict, options: &LoadOptions) -> LocalCheck;
+    /// Assigns a local state that `check_local` accepted (BrainPy's overridden `load_state`).
+    fn apply_local(&mut self, state: &StateDict, options: &LoadOptions);
 }
 
 /// Local load with options: check, then assign only if there is no problem.

@@ -280,7 +280,8 @@ impl fmt::Display for LoadError {
             "state not loaded ({n} problem{}; nothing was changed):",
             if n == 1 { "" } else { "s" }
         )?;
-        let groups: [(&str, fn(&LoadProblem) -> bool); 4] = [
+        type Pick = fn(&LoadProblem) -> bool;
+        let groups: [(&str, Pick); 4] = [
             ("dtype", |p| matches!(p, LoadProblem::Dtype { .. })),
             ("shape", |p| {
                 matches!(p, LoadProblem::Shape { .. } | LoadProblem::BatchSize { .. })
@@ -327,7 +328,7 @@ pub struct LocalCheck {
 }
 
 /// Builds a [`LocalCheck`] key by key; the tool for hand-written
-/// [`CustomState::check_state`](crate::CustomState::check_state).
+/// [`CustomState::check_local`](crate::CustomState::check_local).
 pub struct Checker<'a> {
     state: &'a StateDict,
     options: LoadOptions,

@@ -185,10 +185,7 @@ fn swap_units(bytes: &mut [u8], unit: usize) {
 
 impl Tensor {
     /// Wraps an ndarray of any shape; non-standard layouts are copied into row-major order.
-    pub fn from_array<T: Element, D: ndarray::Dimension>(a: ndarray::Array<T, D>) -> Tensor
-    where
-        T: Storable,
-    {
+    pub fn from_array<T: Storable, D: ndarray::Dimension>(a: ndarray::Array<T, D>) -> Tensor {
         let a = a.into_dyn();
         let a = if a.is_standard_layout() {
             a
