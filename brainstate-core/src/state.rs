@@ -332,7 +332,7 @@ pub struct LocalCheck {
 pub struct Checker<'a> {
     state: &'a StateDict,
     options: LoadOptions,
-    seen: Vec<&'a str>,
+    seen: Vec<bool>,
     check: LocalCheck,
 }
 
@@ -342,16 +342,16 @@ impl<'a> Checker<'a> {
         Checker {
             state,
             options: *options,
-            seen: Vec::new(),
+            seen: vec![false; state.len()],
             check: LocalCheck::default(),
         }
     }
 
     /// Marks `key` as expected and returns its value, or records it as missing.
     pub fn value(&mut self, key: &str) -> Option<&'a Tensor> {
-        match self.state.get_key_value(key) {
-            Some((k, v)) => {
-                self.seen.push(k.as_str());
+        match self.state.get_full(key) {
+            Some((i, _, v)) => {
+                self.seen[i] = true;
                 Some(v)
             }
             None => {
@@ -400,8 +400,8 @@ impl<'a> Checker<'a> {
 
     /// Finishes: every key of the state not asked for is unexpected.
     pub fn finish(mut self) -> LocalCheck {
-        for k in self.state.keys() {
-            if !self.seen.contains(&k.as_str()) {
+        for (k, seen) in self.state.keys().zip(self.seen) {
+            if !seen {
                 self.check.unexpected.push(k.clone());
             }
         }

@@ -65,7 +65,9 @@ fn expand(c: &Container, krate: &TokenStream) -> TokenStream {
         .type_name
         .as_ref()
         .map_or_else(|| ident.to_string(), |t| t.value());
-    let name_member = &c.name_field().expect("validated").member;
+    let name_field = c.name_field().expect("validated");
+    let name_member = &name_field.member;
+    let name_ref = quote_spanned!(name_field.ty.span()=> &self.#name_member);
 
     // Generic fields must be state fields for the trait dispatch to see them.
     let params: Vec<syn::Ident> = input.generics.type_params().map(|p| p.ident.clone()).collect();
@@ -87,16 +89,17 @@ fn expand(c: &Container, krate: &TokenStream) -> TokenStream {
         let ty = f.ty;
         quote_spanned!(ty.span()=> #krate::__private::assert_variable_field::<#ty>();)
     });
-    let custom = c.attrs.custom.map(|_| {
+    let custom = c.attrs.custom.map(|span| {
+        let custom_state = quote_spanned!(span=> #krate::CustomState);
         quote! {
             fn save_state(&self) -> #krate::StateDict {
-                <Self as #krate::CustomState>::save_local(self)
+                <Self as #custom_state>::save_local(self)
             }
             fn check_state(&self, state: &#krate::StateDict, options: &#krate::LoadOptions) -> #krate::LocalCheck {
-                <Self as #krate::CustomState>::check_local(self, state, options)
+                <Self as #custom_state>::check_local(self, state, options)
             }
             fn apply_state(&mut self, state: &#krate::StateDict, options: &#krate::LoadOptions) {
-                <Self as #krate::CustomState>::apply_local(self, state, options)
+                <Self as #custom_state>::apply_local(self, state, options)
             }
         }
     });
@@ -108,10 +111,10 @@ fn expand(c: &Container, krate: &TokenStream) -> TokenStream {
                 #type_name
             }
             fn node_name(&self) -> &#krate::NodeName {
-                &self.#name_member
+                #name_ref
             }
             fn name(&self) -> &str {
-                #krate::NodeName::resolve(&self.#name_member, self)
+                #krate::NodeName::resolve(#krate::Stateful::node_name(self), self)
             }
             fn visit_variables<'__a>(&'__a self, __f: &mut dyn FnMut(&str, &'__a #krate::Variable)) {
                 #[allow(unused_imports)]
