@@ -6,5 +6,3 @@ pub use brainstate_derive::Stateful;
 
 /// Spiking-network layers, initializers, surrogates, losses, optimizers and the trainer.
 pub use brainstate_nn as nn;
-
-

@@ -40,7 +40,12 @@ impl Stateful for Lif {
     ) {
         #[allow(unused_imports)]
         use brainstate::__private::{ViaPlainMut as _, ViaStateFieldMut as _};
-        let Lif { name: _, v, spike, tau } = self;
+        let Lif {
+            name: _,
+            v,
+            spike,
+            tau,
+        } = self;
         (&mut FieldMut(Some(v))).__visit_mut("V", vars, children);
         (&mut FieldMut(Some(spike))).__visit_mut("spike", vars, children);
         (&mut FieldMut(Some(tau))).__visit_mut("tau", vars, children);
@@ -98,7 +103,11 @@ fn lif(n: usize) -> Lif {
 }
 
 fn net() -> Net {
-    Net { name: NodeName::auto(), var: Variable::new(Array1::<f32>::zeros(1)), layers: vec![lif(3), lif(4)] }
+    Net {
+        name: NodeName::auto(),
+        var: Variable::new(Array1::<f32>::zeros(1)),
+        layers: vec![lif(3), lif(4)],
+    }
 }
 
 #[test]
@@ -112,7 +121,11 @@ fn hand_expansion_saves_and_loads() {
     );
     let mut twin = net();
     assert!(load_state(&mut twin, &tree).unwrap().is_exact());
-    let keys: Vec<String> = variables_mut(&mut twin).unwrap().into_iter().map(|(k, _)| k).collect();
+    let keys: Vec<String> = variables_mut(&mut twin)
+        .unwrap()
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
     assert_eq!(keys, ["Net0.var", "Lif0.V", "Lif0.spike", "Lif1.V", "Lif1.spike"]);
     assert_eq!(n.layers[0].tau, 10.0);
 }
