@@ -54,7 +54,7 @@ pub use write::{to_vec, to_vec_with, write_to_with, WriteOptions};
 pub const MAX_CHUNK_SIZE: usize = 1 << 30;
 
 /// The deepest nesting of maps and lists (and msgpack arrays) read or written.
-pub const MAX_DEPTH: usize = 1024;
+pub const MAX_DEPTH: usize = 512;
 
 /// Why a BrainPy file could not be read or written.
 ///
@@ -238,6 +238,13 @@ pub enum BpError {
     /// Writing failed.
     #[error("writing the BrainPy file failed: {0}")]
     Io(#[from] std::io::Error),
+}
+
+/// Internal result: errors boxed so that the recursive reader and writer keep small stack frames.
+type R<T> = Result<T, Box<BpError>>;
+
+fn err<T>(e: BpError) -> R<T> {
+    Err(Box::new(e))
 }
 
 /// Writes `tree` in BrainPy's format to `w`, byte-identical to `bp.checkpoints.save_pytree` of

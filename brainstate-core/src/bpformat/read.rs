@@ -4,7 +4,7 @@
 //! keeps array data as borrowed slices; stage 2 ([`build`]) copies each array once into its
 //! tensor, joining chunked arrays straight into one buffer.
 
-use super::{BpError, MAX_DEPTH};
+use super::{err, BpError, MAX_DEPTH, R};
 use crate::dtype::{DType, C128};
 use crate::pytree::Pytree;
 use crate::tensor::{Tensor, TensorError};
@@ -82,7 +82,7 @@ impl<'a> Parser<'a> {
     }
 
     /// Takes `n` bytes for the item at `offset`, after checking that they are there.
-    fn take(&mut self, n: u64, offset: usize, what: &'static str) -> Result<&'a [u8], BpError> {
+    fn take(&mut self, n: u64, offset: usize, what: &'static str) -> R<&'a [u8]> {
         let available = self.remaining();
         match usize::try_from(n) {
             Ok(n) if n <= available => {
@@ -90,7 +90,7 @@ impl<'a> Parser<'a> {
                 self.pos += n;
                 Ok(s)
             }
-            _ => Err(BpError::Truncated {
+            _ => err(BpError::Truncated {
                 offset,
                 path: self.path(),
                 what,
@@ -100,17 +100,17 @@ impl<'a> Parser<'a> {
         }
     }
 
-    fn be(&mut self, n: usize, offset: usize, what: &'static str) -> Result<u64, BpError> {
+    fn be(&mut self, n: usize, offset: usize, what: &'static str) -> R<u64> {
         let b = self.take(n as u64, offset, what)?;
         Ok(b.iter().fold(0u64, |acc, &x| (acc << 8) | x as u64))
     }
 
-    fn marker(&mut self, what: &'static str) -> Result<(usize, Marker), BpError> {
+    fn marker(&mut self, what: &'static str) -> R<(usize, Marker)> {
         let offset = self.pos;
         let b = self.take(1, offset, what)?[0];
         let m = Marker::from_u8(b);
         if m == Marker::Reserved {
-            return Err(BpError::InvalidMarker {
+            return err(BpError::InvalidMarker {
                 offset,
                 path: self.path(),
                 byte: b,
@@ -119,15 +119,17 @@ impl<'a> Parser<'a> {
         Ok((offset, m))
     }
 
-    fn utf8(&self, bytes: &'a [u8], offset: usize) -> Result<&'a str, BpError> {
-        std::str::from_utf8(bytes).map_err(|_| BpError::InvalidUtf8 {
-            offset,
-            path: self.path(),
-        })
+    fn utf8(&self, bytes: &'a [u8], offset: usize) -> R<&'a str> {
+        std::str::from_utf8(bytes)
+            .map_err(|_| BpError::InvalidUtf8 {
+                offset,
+                path: self.path(),
+            })
+            .map_err(Box::new)
     }
 
     /// Length of a str/bin/array/map/ext whose header starts with marker `m` at `offset`.
-    fn len_after(&mut self, m: Marker, offset: usize) -> Result<u64, BpError> {
+    fn len_after(&mut self, m: Marker, offset: usize) -> R<u64> {
         Ok(match m {
             Marker::FixStr(n) | Marker::FixArray(n) | Marker::FixMap(n) => n as u64,
             Marker::Str8 | Marker::Bin8 | Marker::Ext8 => self.be(1, offset, "length")?,
@@ -146,9 +148,9 @@ impl<'a> Parser<'a> {
         })
     }
 
-    fn enter(&mut self, offset: usize) -> Result<(), BpError> {
+    fn enter(&mut self, offset: usize) -> R<()> {
         if self.depth >= MAX_DEPTH {
-            return Err(BpError::TooDeep {
+            return err(BpError::TooDeep {
                 offset,
                 path: self.path(),
                 limit: MAX_DEPTH,
@@ -159,7 +161,7 @@ impl<'a> Parser<'a> {
     }
 
     /// Reads an int of any msgpack int form; `None` if the marker is not an int.
-    fn int_body(&mut self, m: Marker, offset: usize) -> Result<Option<Val<'a>>, BpError> {
+    fn int_body(&mut self, m: Marker, offset: usize) -> R<Option<Val<'a>>> {
         Ok(Some(match m {
             Marker::FixPos(v) => Val::Int(v as i64),
             Marker::FixNeg(v) => Val::Int(v as i64),
@@ -178,8 +180,24 @@ impl<'a> Parser<'a> {
         }))
     }
 
-    fn value(&mut self) -> Result<Val<'a>, BpError> {
+    fn value(&mut self) -> R<Val<'a>> {
         let (offset, m) = self.marker("value")?;
+        match m {
+            Marker::FixArray(_) | Marker::Array16 | Marker::Array32 => {
+                let n = self.len_after(m, offset)?;
+                self.list(n, offset)
+            }
+            Marker::FixMap(_) | Marker::Map16 | Marker::Map32 => {
+                let n = self.len_after(m, offset)?;
+                self.map(n, offset)
+            }
+            _ => self.leaf(m, offset),
+        }
+    }
+
+    /// A non-container value (kept out of [`Self::value`] so that the recursive frame stays small).
+    #[inline(never)]
+    fn leaf(&mut self, m: Marker, offset: usize) -> R<Val<'a>> {
         if let Some(v) = self.int_body(m, offset)? {
             return Ok(v);
         }
@@ -198,14 +216,6 @@ impl<'a> Parser<'a> {
                 let n = self.len_after(m, offset)?;
                 Val::Bin(self.take(n, offset, "bin")?)
             }
-            Marker::FixArray(_) | Marker::Array16 | Marker::Array32 => {
-                let n = self.len_after(m, offset)?;
-                self.list(n, offset)?
-            }
-            Marker::FixMap(_) | Marker::Map16 | Marker::Map32 => {
-                let n = self.len_after(m, offset)?;
-                self.map(n, offset)?
-            }
             _ => {
                 let n = self.len_after(m, offset)?;
                 self.ext(n, offset)?
@@ -214,10 +224,10 @@ impl<'a> Parser<'a> {
     }
 
     /// Checks that `n` items of at least `min` bytes each can fit in what remains.
-    fn fits(&self, n: u64, min: u64, offset: usize, what: &'static str) -> Result<usize, BpError> {
+    fn fits(&self, n: u64, min: u64, offset: usize, what: &'static str) -> R<usize> {
         let available = self.remaining();
         if n.saturating_mul(min) > available as u64 {
-            return Err(BpError::Truncated {
+            return err(BpError::Truncated {
                 offset,
                 path: self.path(),
                 what,
@@ -228,7 +238,7 @@ impl<'a> Parser<'a> {
         Ok(n as usize)
     }
 
-    fn list(&mut self, n: u64, offset: usize) -> Result<Val<'a>, BpError> {
+    fn list(&mut self, n: u64, offset: usize) -> R<Val<'a>> {
         let n = self.fits(n, 1, offset, "array items")?;
         self.enter(offset)?;
         let mut items = Vec::with_capacity(n);
@@ -241,26 +251,12 @@ impl<'a> Parser<'a> {
         Ok(Val::List(items))
     }
 
-    fn map(&mut self, n: u64, offset: usize) -> Result<Val<'a>, BpError> {
+    fn map(&mut self, n: u64, offset: usize) -> R<Val<'a>> {
         let n = self.fits(n, 2, offset, "map entries")?;
         self.enter(offset)?;
         let mut entries = Vec::with_capacity(n);
         for _ in 0..n {
-            let (koff, km) = self.marker("map key")?;
-            let key = match km {
-                Marker::FixStr(_) | Marker::Str8 | Marker::Str16 | Marker::Str32 => {
-                    let len = self.len_after(km, koff)?;
-                    let b = self.take(len, koff, "str")?;
-                    self.utf8(b, koff)?
-                }
-                other => {
-                    return Err(BpError::NonStringKey {
-                        offset: koff,
-                        path: self.path(),
-                        found: kind_of(other),
-                    })
-                }
-            };
+            let (koff, key) = self.key()?;
             self.path.push(Seg::Key(key));
             let v = self.value()?;
             self.path.pop();
@@ -270,11 +266,28 @@ impl<'a> Parser<'a> {
         Ok(Val::Map(entries, offset))
     }
 
-    fn ext(&mut self, len: u64, offset: usize) -> Result<Val<'a>, BpError> {
+    #[inline(never)]
+    fn key(&mut self) -> R<(usize, &'a str)> {
+        let (koff, km) = self.marker("map key")?;
+        match km {
+            Marker::FixStr(_) | Marker::Str8 | Marker::Str16 | Marker::Str32 => {
+                let len = self.len_after(km, koff)?;
+                let b = self.take(len, koff, "str")?;
+                Ok((koff, self.utf8(b, koff)?))
+            }
+            other => err(BpError::NonStringKey {
+                offset: koff,
+                path: self.path(),
+                found: kind_of(other),
+            }),
+        }
+    }
+
+    fn ext(&mut self, len: u64, offset: usize) -> R<Val<'a>> {
         let code = self.take(1, offset, "ext type")?[0] as i8;
         let available = self.remaining();
         if len > available as u64 {
-            return Err(BpError::Truncated {
+            return err(BpError::Truncated {
                 offset,
                 path: self.path(),
                 what: "ext payload",
@@ -287,7 +300,7 @@ impl<'a> Parser<'a> {
             3 => ("numpy scalar", true),
             2 => ("complex", false),
             _ => {
-                return Err(BpError::UnknownExt {
+                return err(BpError::UnknownExt {
                     offset,
                     path: self.path(),
                     code,
@@ -302,7 +315,7 @@ impl<'a> Parser<'a> {
             let a = self.array_payload(offset, what)?;
             if scalar {
                 if !a.shape.is_empty() {
-                    return Err(self.bad(offset, what, format!("shape {:?} is not [] (0-d)", a.shape)));
+                    return err(self.bad(offset, what, format!("shape {:?} is not [] (0-d)", a.shape)));
                 }
                 Val::Scalar(a)
             } else {
@@ -310,7 +323,7 @@ impl<'a> Parser<'a> {
             }
         };
         if self.pos != self.end {
-            return Err(BpError::ExtraData {
+            return err(BpError::ExtraData {
                 offset: self.pos,
                 path: self.path(),
                 extra: self.end - self.pos,
@@ -334,15 +347,15 @@ impl<'a> Parser<'a> {
         }
     }
 
-    fn array_header(&mut self, what: &'static str, item: &'static str) -> Result<u64, BpError> {
+    fn array_header(&mut self, what: &'static str, item: &'static str) -> R<u64> {
         let (off, m) = self.marker(what)?;
         match m {
             Marker::FixArray(_) | Marker::Array16 | Marker::Array32 => self.len_after(m, off),
-            other => Err(self.bad(off, what, format!("{item} is a {}, not an array", kind_of(other)))),
+            other => err(self.bad(off, what, format!("{item} is a {}, not an array", kind_of(other)))),
         }
     }
 
-    fn bytes_item(&mut self, what: &'static str, item: &'static str) -> Result<(usize, &'a [u8]), BpError> {
+    fn bytes_item(&mut self, what: &'static str, item: &'static str) -> R<(usize, &'a [u8])> {
         let (off, m) = self.marker(what)?;
         match m {
             Marker::FixStr(_)
@@ -357,7 +370,7 @@ impl<'a> Parser<'a> {
                 let b = self.take(n, off, item)?;
                 Ok((start, b))
             }
-            other => Err(self.bad(
+            other => err(self.bad(
                 off,
                 what,
                 format!("{item} is a {}, not str or bin", kind_of(other)),
@@ -366,10 +379,10 @@ impl<'a> Parser<'a> {
     }
 
     /// `[shape, dtype name, data]`.
-    fn array_payload(&mut self, offset: usize, what: &'static str) -> Result<ArrayRef<'a>, BpError> {
+    fn array_payload(&mut self, offset: usize, what: &'static str) -> R<ArrayRef<'a>> {
         let n = self.array_header(what, "the payload")?;
         if n != 3 {
-            return Err(self.bad(
+            return err(self.bad(
                 offset,
                 what,
                 format!("{n} items, expected 3 (shape, dtype, data)"),
@@ -383,7 +396,7 @@ impl<'a> Parser<'a> {
             let (doff, m) = self.marker(what)?;
             let d = match self.int_body(m, doff)? {
                 Some(Val::Int(d)) if d < 0 => {
-                    return Err(BpError::NegativeDim {
+                    return err(BpError::NegativeDim {
                         offset: doff,
                         path: self.path(),
                         dim: d,
@@ -392,7 +405,7 @@ impl<'a> Parser<'a> {
                 Some(Val::Int(d)) => d as u64,
                 Some(Val::UInt(d)) => d,
                 _ => {
-                    return Err(self.bad(doff, what, format!("a dimension is a {}, not an int", kind_of(m))))
+                    return err(self.bad(doff, what, format!("a dimension is a {}, not an int", kind_of(m))))
                 }
             };
             shape64.push(d);
@@ -409,13 +422,13 @@ impl<'a> Parser<'a> {
             })?;
         let (data_offset, data) = self.bytes_item(what, "data")?;
         if !shape_fits(dtype, &shape64) {
-            return Err(self.bad(offset, what, format!("shape {shape64:?} of {dtype} is too large")));
+            return err(self.bad(offset, what, format!("shape {shape64:?} of {dtype} is too large")));
         }
         let expected = shape64
             .iter()
             .try_fold(dtype.itemsize() as u128, |acc, &d| acc.checked_mul(d as u128));
         if expected != Some(data.len() as u128) {
-            return Err(BpError::DataLength {
+            return err(BpError::DataLength {
                 offset: data_offset,
                 path: self.path(),
                 dtype,
@@ -434,10 +447,10 @@ impl<'a> Parser<'a> {
     }
 
     /// `[re, im]`.
-    fn complex_payload(&mut self, offset: usize) -> Result<Val<'a>, BpError> {
+    fn complex_payload(&mut self, offset: usize) -> R<Val<'a>> {
         let n = self.array_header("complex", "the payload")?;
         if n != 2 {
-            return Err(self.bad(offset, "complex", format!("{n} items, expected 2 (re, im)")));
+            return err(self.bad(offset, "complex", format!("{n} items, expected 2 (re, im)")));
         }
         let mut parts = [0.0f64; 2];
         for p in &mut parts {
@@ -446,7 +459,7 @@ impl<'a> Parser<'a> {
                 Marker::F64 => f64::from_bits(self.be(8, off, "float64")?),
                 Marker::F32 => f32::from_bits(self.be(4, off, "float32")? as u32) as f64,
                 other => {
-                    return Err(self.bad(
+                    return err(self.bad(
                         off,
                         "complex",
                         format!("a part is a {}, not a float", kind_of(other)),
@@ -493,6 +506,10 @@ fn kind_of(m: Marker) -> &'static str {
 }
 
 pub(super) fn decode(bytes: &[u8]) -> Result<Pytree, BpError> {
+    decode_boxed(bytes).map_err(|e| *e)
+}
+
+fn decode_boxed(bytes: &[u8]) -> R<Pytree> {
     let mut p = Parser {
         buf: bytes,
         pos: 0,
@@ -502,7 +519,7 @@ pub(super) fn decode(bytes: &[u8]) -> Result<Pytree, BpError> {
     };
     let v = p.value()?;
     if p.pos != bytes.len() {
-        return Err(BpError::ExtraData {
+        return err(BpError::ExtraData {
             offset: p.pos,
             path: "/".to_string(),
             extra: bytes.len() - p.pos,
@@ -513,8 +530,8 @@ pub(super) fn decode(bytes: &[u8]) -> Result<Pytree, BpError> {
     build(v, true, &mut path)
 }
 
-fn tensor_of(a: &ArrayRef<'_>, path: &[Seg<'_>]) -> Result<Tensor, BpError> {
-    Tensor::from_le_bytes(a.dtype, &a.shape, a.data).map_err(|e| tensor_error(e, a, path))
+fn tensor_of(a: &ArrayRef<'_>, path: &[Seg<'_>]) -> R<Tensor> {
+    Tensor::from_le_bytes(a.dtype, &a.shape, a.data).map_err(|e| Box::new(tensor_error(e, a, path)))
 }
 
 fn tensor_error(e: TensorError, a: &ArrayRef<'_>, path: &[Seg<'_>]) -> BpError {
@@ -536,7 +553,58 @@ fn tensor_error(e: TensorError, a: &ArrayRef<'_>, path: &[Seg<'_>]) -> BpError {
 
 /// Stage 2. `dechunk`: whether a chunked-array map here is joined (BrainPy joins them at the top
 /// level and as map values, not inside msgpack arrays).
-fn build<'a>(v: Val<'a>, dechunk: bool, path: &mut Vec<Seg<'a>>) -> Result<Pytree, BpError> {
+fn build<'a>(v: Val<'a>, dechunk: bool, path: &mut Vec<Seg<'a>>) -> R<Pytree> {
+    match v {
+        Val::List(items) => build_list(items, path),
+        Val::Map(entries, offset) => build_map(entries, offset, dechunk, path),
+        leaf => build_leaf(leaf, path),
+    }
+}
+
+#[inline(never)]
+fn build_list<'a>(items: Vec<Val<'a>>, path: &mut Vec<Seg<'a>>) -> R<Pytree> {
+    let mut out = Vec::with_capacity(items.len());
+    for (i, item) in items.into_iter().enumerate() {
+        path.push(Seg::Index(i));
+        out.push(build(item, false, path)?);
+        path.pop();
+    }
+    Ok(Pytree::List(out))
+}
+
+#[inline(never)]
+fn build_map<'a>(
+    entries: Vec<(&'a str, usize, Val<'a>)>,
+    offset: usize,
+    dechunk: bool,
+    path: &mut Vec<Seg<'a>>,
+) -> R<Pytree> {
+    if dechunk && entries.iter().any(|(k, _, _)| *k == CHUNKED_KEY) {
+        return unchunk(entries, offset, path).map(Pytree::Tensor);
+    }
+    let mut m = IndexMap::with_capacity(entries.len());
+    for (k, koff, item) in entries {
+        path.push(Seg::Key(k));
+        let t = build(item, dechunk, path)?;
+        path.pop();
+        if m.insert(k.to_string(), t).is_some() {
+            return err(duplicate(k, koff, path));
+        }
+    }
+    Ok(Pytree::Map(m))
+}
+
+#[inline(never)]
+fn duplicate(k: &str, koff: usize, path: &[Seg<'_>]) -> BpError {
+    BpError::DuplicateKey {
+        offset: koff,
+        path: join(path),
+        key: k.to_string(),
+    }
+}
+
+#[inline(never)]
+fn build_leaf(v: Val<'_>, path: &[Seg<'_>]) -> R<Pytree> {
     Ok(match v {
         Val::Nil => Pytree::None,
         Val::Bool(b) => Pytree::Bool(b),
@@ -548,34 +616,7 @@ fn build<'a>(v: Val<'a>, dechunk: bool, path: &mut Vec<Seg<'a>>) -> Result<Pytre
         Val::Complex(c) => Pytree::Complex(c),
         Val::Array(a) => Pytree::Tensor(tensor_of(&a, path)?),
         Val::Scalar(a) => Pytree::Scalar(tensor_of(&a, path)?),
-        Val::List(items) => {
-            let mut out = Vec::with_capacity(items.len());
-            for (i, item) in items.into_iter().enumerate() {
-                path.push(Seg::Index(i));
-                out.push(build(item, false, path)?);
-                path.pop();
-            }
-            Pytree::List(out)
-        }
-        Val::Map(entries, offset) => {
-            if dechunk && entries.iter().any(|(k, _, _)| *k == CHUNKED_KEY) {
-                return Ok(Pytree::Tensor(unchunk(entries, offset, path)?));
-            }
-            let mut m = IndexMap::with_capacity(entries.len());
-            for (k, koff, item) in entries {
-                path.push(Seg::Key(k));
-                let t = build(item, dechunk, path)?;
-                path.pop();
-                if m.insert(k.to_string(), t).is_some() {
-                    return Err(BpError::DuplicateKey {
-                        offset: koff,
-                        path: join(path),
-                        key: k.to_string(),
-                    });
-                }
-            }
-            Pytree::Map(m)
-        }
+        Val::List(_) | Val::Map(..) => unreachable!("containers are built by build()"),
     })
 }
 
@@ -600,11 +641,8 @@ impl Read for Slices<'_, '_> {
     }
 }
 
-fn unchunk<'a>(
-    entries: Vec<(&'a str, usize, Val<'a>)>,
-    offset: usize,
-    path: &[Seg<'a>],
-) -> Result<Tensor, BpError> {
+#[inline(never)]
+fn unchunk<'a>(entries: Vec<(&'a str, usize, Val<'a>)>, offset: usize, path: &[Seg<'a>]) -> R<Tensor> {
     let bad = |reason: String| BpError::BadChunked {
         offset,
         path: join(path),
@@ -617,16 +655,16 @@ fn unchunk<'a>(
             .map(|(k, _, d)| match d {
                 Val::Int(d) if *d >= 0 => Ok(*d as u64),
                 Val::UInt(d) => Ok(*d),
-                _ => Err(bad(format!("shape entry {k:?} is not a non-negative int"))),
+                _ => err(bad(format!("shape entry {k:?} is not a non-negative int"))),
             })
             .collect::<Result<_, _>>()?,
-        Some(_) => return Err(bad("'shape' is not a map".into())),
-        None => return Err(bad("no 'shape' entry".into())),
+        Some(_) => return err(bad("'shape' is not a map".into())),
+        None => return err(bad("no 'shape' entry".into())),
     };
     let chunks = match find("chunks") {
         Some(Val::Map(chunks, _)) => chunks,
-        Some(_) => return Err(bad("'chunks' is not a map".into())),
-        None => return Err(bad("no 'chunks' entry".into())),
+        Some(_) => return err(bad("'chunks' is not a map".into())),
+        None => return err(bad("no 'chunks' entry".into())),
     };
     let mut dtype = None;
     let mut parts = Vec::with_capacity(chunks.len());
@@ -635,7 +673,7 @@ fn unchunk<'a>(
         match c {
             Val::Array(a) if a.shape.len() == 1 => {
                 if dtype.is_some_and(|d| d != a.dtype) {
-                    return Err(bad(format!(
+                    return err(bad(format!(
                         "chunk {k:?} is {}, earlier chunks are {}",
                         a.dtype,
                         dtype.unwrap_or(a.dtype)
@@ -645,18 +683,18 @@ fn unchunk<'a>(
                 total += a.data.len() as u128;
                 parts.push(a.data);
             }
-            _ => return Err(bad(format!("chunk {k:?} is not a 1-d ndarray"))),
+            _ => return err(bad(format!("chunk {k:?} is not a 1-d ndarray"))),
         }
     }
     let dtype = dtype.ok_or_else(|| bad("no chunks".into()))?;
     if !shape_fits(dtype, &shape) {
-        return Err(bad(format!("shape {shape:?} of {dtype} is too large")));
+        return err(bad(format!("shape {shape:?} of {dtype} is too large")));
     }
     let expected = shape
         .iter()
         .try_fold(dtype.itemsize() as u128, |acc, &d| acc.checked_mul(d as u128));
     if expected != Some(total) {
-        return Err(bad(format!(
+        return err(bad(format!(
             "shape {shape:?} of {dtype} needs {} bytes, the chunks hold {total}",
             expected.map_or("too many".to_string(), |e| e.to_string())
         )));
@@ -666,15 +704,17 @@ fn unchunk<'a>(
         parts: &parts,
         cur: &[],
     };
-    Tensor::read_le(dtype, &shape, &mut reader).map_err(|e| match e {
-        TensorError::InvalidBool { index, byte } => BpError::InvalidBool {
-            offset,
-            path: join(path),
-            index,
-            byte,
-        },
-        other => bad(other.to_string()),
-    })
+    Tensor::read_le(dtype, &shape, &mut reader)
+        .map_err(|e| match e {
+            TensorError::InvalidBool { index, byte } => BpError::InvalidBool {
+                offset,
+                path: join(path),
+                index,
+                byte,
+            },
+            other => bad(other.to_string()),
+        })
+        .map_err(Box::new)
 }
 
 pub(super) fn looks_like(prefix: &[u8]) -> bool {

@@ -1,6 +1,6 @@
 //! The writer: [`Pytree`] -> msgpack bytes exactly as BrainPy (msgpack-python) writes them.
 
-use super::{BpError, MAX_CHUNK_SIZE, MAX_DEPTH};
+use super::{err, BpError, MAX_CHUNK_SIZE, MAX_DEPTH, R};
 use crate::pytree::Pytree;
 use crate::tensor::Tensor;
 use rmp::encode;
@@ -25,6 +25,10 @@ impl Default for WriteOptions {
 
 /// Writes `tree` to `w` in BrainPy's format with `opts`.
 pub fn write_to_with(tree: &Pytree, w: &mut dyn Write, opts: &WriteOptions) -> Result<(), BpError> {
+    write_boxed(tree, w, opts).map_err(|e| *e)
+}
+
+fn write_boxed(tree: &Pytree, w: &mut dyn Write, opts: &WriteOptions) -> R<()> {
     let mut out = BufWriter::with_capacity(64 * 1024, w);
     let mut wr = Writer {
         out: &mut out,
@@ -32,7 +36,7 @@ pub fn write_to_with(tree: &Pytree, w: &mut dyn Write, opts: &WriteOptions) -> R
         path: Vec::new(),
     };
     wr.value(tree, 0)?;
-    out.flush()?;
+    out.flush().map_err(BpError::from)?;
     Ok(())
 }
 
@@ -71,33 +75,35 @@ impl<W: Write> Writer<'_, W> {
         }
     }
 
-    fn len32(&self, len: usize, what: &'static str) -> Result<u32, BpError> {
-        u32::try_from(len).map_err(|_| BpError::TooLarge {
-            path: self.path(),
-            what,
-            len: len as u64,
-        })
+    fn len32(&self, len: usize, what: &'static str) -> R<u32> {
+        u32::try_from(len)
+            .map_err(|_| BpError::TooLarge {
+                path: self.path(),
+                what,
+                len: len as u64,
+            })
+            .map_err(Box::new)
     }
 
-    fn str(&mut self, s: &str) -> Result<(), BpError> {
+    fn str(&mut self, s: &str) -> R<()> {
         let n = self.len32(s.len(), "string")?;
         encode::write_str_len(self.out, n).map_err(io)?;
-        self.out.write_all(s.as_bytes())?;
+        self.out.write_all(s.as_bytes()).map_err(BpError::from)?;
         Ok(())
     }
 
-    fn uint(&mut self, v: u64) -> Result<(), BpError> {
+    fn uint(&mut self, v: u64) -> R<()> {
         encode::write_uint(self.out, v).map_err(io)?;
         Ok(())
     }
 
-    fn map_len(&mut self, n: usize) -> Result<(), BpError> {
+    fn map_len(&mut self, n: usize) -> R<()> {
         let n = self.len32(n, "map")?;
         encode::write_map_len(self.out, n).map_err(io)?;
         Ok(())
     }
 
-    fn value(&mut self, t: &Pytree, depth: usize) -> Result<(), BpError> {
+    fn value(&mut self, t: &Pytree, depth: usize) -> R<()> {
         match t {
             Pytree::Map(m) => {
                 let depth = self.enter(depth)?;
@@ -120,6 +126,15 @@ impl<W: Write> Writer<'_, W> {
                     self.path.pop();
                 }
             }
+            leaf => self.leaf(leaf)?,
+        }
+        Ok(())
+    }
+
+    /// A non-container value (kept out of [`Self::value`] so that the recursive frame stays small).
+    #[inline(never)]
+    fn leaf(&mut self, t: &Pytree) -> R<()> {
+        match t {
             Pytree::Tensor(x) => {
                 if x.nbytes() > self.opts.max_chunk_bytes {
                     self.chunked(x)?;
@@ -129,7 +144,7 @@ impl<W: Write> Writer<'_, W> {
             }
             Pytree::Scalar(x) => {
                 if x.ndim() != 0 {
-                    return Err(BpError::ScalarNotZeroD {
+                    return err(BpError::ScalarNotZeroD {
                         path: self.path(),
                         shape: x.shape().to_vec(),
                     });
@@ -153,16 +168,17 @@ impl<W: Write> Writer<'_, W> {
             Pytree::Bytes(b) => {
                 let n = self.len32(b.len(), "bytes")?;
                 encode::write_bin_len(self.out, n).map_err(io)?;
-                self.out.write_all(b)?;
+                self.out.write_all(b).map_err(BpError::from)?;
             }
             Pytree::None => encode::write_nil(self.out).map_err(|e| BpError::Io(e.into()))?,
+            Pytree::Map(_) | Pytree::List(_) => unreachable!("containers are written by value()"),
         }
         Ok(())
     }
 
-    fn enter(&self, depth: usize) -> Result<usize, BpError> {
+    fn enter(&self, depth: usize) -> R<usize> {
         if depth >= MAX_DEPTH {
-            return Err(BpError::TooDeep {
+            return err(BpError::TooDeep {
                 offset: 0,
                 path: self.path(),
                 limit: MAX_DEPTH,
@@ -172,7 +188,7 @@ impl<W: Write> Writer<'_, W> {
     }
 
     /// An ext of type `code` with payload `[shape, dtype name, data]`.
-    fn array(&mut self, x: &Tensor, code: i8, shape: &[usize], data: &[u8]) -> Result<(), BpError> {
+    fn array(&mut self, x: &Tensor, code: i8, shape: &[usize], data: &[u8]) -> R<()> {
         let mut head = Vec::with_capacity(32);
         let n = self.len32(data.len(), "array data")?;
         encode::write_array_len(&mut head, 3).map_err(io)?;
@@ -185,13 +201,13 @@ impl<W: Write> Writer<'_, W> {
         encode::write_bin_len(&mut head, n).map_err(io)?;
         let payload = self.len32(head.len() + data.len(), "ext payload")?;
         encode::write_ext_meta(self.out, payload, code).map_err(io)?;
-        self.out.write_all(&head)?;
-        self.out.write_all(data)?;
+        self.out.write_all(&head).map_err(BpError::from)?;
+        self.out.write_all(data).map_err(BpError::from)?;
         Ok(())
     }
 
     /// BrainPy's chunked-array map.
-    fn chunked(&mut self, x: &Tensor) -> Result<(), BpError> {
+    fn chunked(&mut self, x: &Tensor) -> R<()> {
         let itemsize = x.dtype().itemsize();
         let per = (self.opts.max_chunk_bytes / itemsize).max(1);
         let bytes = x.le_bytes();
