@@ -14,6 +14,10 @@ use std::io::Read;
 
 const CHUNKED_KEY: &str = "__msgpack_chunked_array__";
 
+/// Items preallocated for a container before they are read: a declared count is a claim, and
+/// containers grow with what is actually there.
+const PREALLOC: usize = 64;
+
 /// One segment of the path of the value being read.
 #[derive(Clone, Copy)]
 enum Seg<'a> {
@@ -241,7 +245,7 @@ impl<'a> Parser<'a> {
     fn list(&mut self, n: u64, offset: usize) -> R<Val<'a>> {
         let n = self.fits(n, 1, offset, "array items")?;
         self.enter(offset)?;
-        let mut items = Vec::with_capacity(n);
+        let mut items = Vec::with_capacity(n.min(PREALLOC));
         for i in 0..n {
             self.path.push(Seg::Index(i));
             items.push(self.value()?);
@@ -254,7 +258,7 @@ impl<'a> Parser<'a> {
     fn map(&mut self, n: u64, offset: usize) -> R<Val<'a>> {
         let n = self.fits(n, 2, offset, "map entries")?;
         self.enter(offset)?;
-        let mut entries = Vec::with_capacity(n);
+        let mut entries = Vec::with_capacity(n.min(PREALLOC));
         for _ in 0..n {
             let (koff, key) = self.key()?;
             self.path.push(Seg::Key(key));
@@ -390,8 +394,8 @@ impl<'a> Parser<'a> {
         }
         let ndim = self.array_header(what, "the shape")?;
         let ndim = self.fits(ndim, 1, offset, "shape dims")?;
-        let mut shape = Vec::with_capacity(ndim);
-        let mut shape64 = Vec::with_capacity(ndim);
+        let mut shape = Vec::with_capacity(ndim.min(PREALLOC));
+        let mut shape64 = Vec::with_capacity(ndim.min(PREALLOC));
         for _ in 0..ndim {
             let (doff, m) = self.marker(what)?;
             let d = match self.int_body(m, doff)? {
