@@ -47,7 +47,19 @@ pub fn to_vec(tree: &Pytree) -> Result<Vec<u8>, BpError> {
 
 /// `tree` in BrainPy's format with `opts`, as bytes.
 pub fn to_vec_with(tree: &Pytree, opts: &WriteOptions) -> Result<Vec<u8>, BpError> {
-    let mut v = Vec::new();
+    // Reserve about the file's size up front, so large arrays are not copied by regrowth.
+    let mut estimate = 0usize;
+    tree.visit_leaves(&mut |path, leaf| {
+        let data = match leaf {
+            Pytree::Tensor(t) | Pytree::Scalar(t) => t.nbytes(),
+            Pytree::Str(s) => s.len(),
+            Pytree::Bytes(b) => b.len(),
+            _ => 0,
+        };
+        let keys: usize = path.iter().map(|k| k.len() + 5).sum();
+        estimate = estimate.saturating_add(data + keys + 64);
+    });
+    let mut v = Vec::with_capacity(estimate);
     write_to_with(tree, &mut v, opts)?;
     Ok(v)
 }
