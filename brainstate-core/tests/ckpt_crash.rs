@@ -49,8 +49,13 @@ fn child_manager_saver() {
     let mut o = ManagerOptions::default();
     o.keep_last = Some(2);
     let mut m = CheckpointManager::open(&d, o).unwrap();
-    let mut s = m.latest_step().map_or(0, |s| s + 1);
+    let first = m.latest_step().map_or(0, |s| s + 1);
+    let mut s = first;
+    let ready = Path::new(&d).with_extension("ready");
     loop {
+        if s > first && !ready.exists() {
+            std::fs::write(&ready, b"").unwrap();
+        }
         m.save(
             s,
             &pytree! { "step" => s, "w" => tensor(DType::F32, &[1 << 18], s as u8) },
@@ -115,8 +120,15 @@ fn killed_managers_leave_whole_committed_steps() {
     let mut seed = 0x9e37_79b9_7f4a_7c15u64;
     let mut last_seen = None;
     for i in 0..20 {
+        let ready = d.with_extension("ready");
+        let _ = std::fs::remove_file(&ready);
         let mut child = spawn("child_manager_saver", &d);
-        std::thread::sleep(Duration::from_millis(20 + rng(&mut seed) % 80));
+        let t0 = std::time::Instant::now();
+        while !ready.exists() {
+            assert!(t0.elapsed() < Duration::from_secs(30), "child never saved");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        std::thread::sleep(Duration::from_millis(rng(&mut seed) % 40));
         child.kill().unwrap();
         child.wait().unwrap();
         // The dead child's lock does not block us (the kernel released it).

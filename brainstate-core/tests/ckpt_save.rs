@@ -1,7 +1,6 @@
 //! save_pytree / load_pytree, durable atomic saves with injected faults (D.1), AsyncManager.
 
 mod common_ckpt;
-use brainstate_core::bpformat::BpError;
 use brainstate_core::ckpt::{
     load_pytree, load_pytree_with, save_pytree, save_pytree_with, AsyncManager, CheckpointError, FaultAt,
     FaultStorage, Format, FormatError, LoadOptions, SaveOptions,
@@ -134,17 +133,22 @@ fn format_is_detected_by_content_not_name() {
 
 #[test]
 fn bp_name_routes_to_the_brainpy_writer() {
-    // On this branch the BrainPy codec is a placeholder: its error must surface, and nothing
-    // (neither the file nor a temp) may be left behind.
     let d = tempdir("bp");
-    let e = save_pytree(d.join("a.bp"), &tutorial(), true, None, false).unwrap_err();
-    match e {
-        CheckpointError::BrainPy(BpError::NotBuilt) => {}
-        // Once the codec lands, `.bp` saves succeed and must load back.
-        other => panic!("unexpected: {other}"),
+    let p = d.join("a.bp");
+    save_pytree(&p, &tutorial(), true, None, false).unwrap();
+    let bytes = std::fs::read(&p).unwrap();
+    assert_eq!(Format::detect(&bytes[..16]), Some(Format::BrainPy));
+    assert_ne!(&bytes[..3], &[0xd9, 0xd9, 0xf7]);
+    assert_eq!(load_pytree(&p, None, true).unwrap(), tutorial());
+    // A codec's error surfaces typed, and neither the file nor a temp is left behind.
+    let mut deep = Pytree::Int(1);
+    for _ in 0..600 {
+        deep = pytree! { "k" => deep };
     }
-    assert!(names(&d).is_empty(), "{:?}", names(&d));
-    // Explicit format works with any name; safetensors and npz likewise route to their codecs.
+    let e = save_pytree(d.join("deep.bp"), &deep, true, None, false).unwrap_err();
+    assert!(matches!(e, CheckpointError::BrainPy(_)), "{e}");
+    assert_eq!(names(&d), ["a.bp"]);
+    // Explicit formats work with any name and are detected by content on load.
     for (f, name) in [
         (Format::BrainPy, "x.msgpack"),
         (Format::Safetensors, "y"),
@@ -154,13 +158,20 @@ fn bp_name_routes_to_the_brainpy_writer() {
             format: Some(f),
             ..SaveOptions::default()
         };
-        let e = save_pytree_with(d.join(name), &tutorial(), &o, None).unwrap_err();
-        assert!(
-            matches!(e, CheckpointError::BrainPy(_) | CheckpointError::Interop(_)),
-            "{e}"
-        );
+        save_pytree_with(d.join(name), &tutorial(), &o, None).unwrap();
+        let bytes = std::fs::read(d.join(name)).unwrap();
+        assert_eq!(Format::detect(&bytes[..16.min(bytes.len())]), Some(f), "{name}");
+        load_pytree(d.join(name), None, true).unwrap();
     }
-    assert!(names(&d).is_empty(), "{:?}", names(&d));
+    // safetensors cannot hold complex tensors: typed error, nothing left behind.
+    let o = SaveOptions {
+        format: Some(Format::Safetensors),
+        ..SaveOptions::default()
+    };
+    let c = pytree! { "c" => tensor(DType::C64, &[2], 0) };
+    let e = save_pytree_with(d.join("c.st"), &c, &o, None).unwrap_err();
+    assert!(matches!(e, CheckpointError::Interop(_)), "{e}");
+    assert_eq!(names(&d), ["a.bp", "x.msgpack", "y", "z"]);
 }
 
 #[test]
