@@ -58,6 +58,7 @@ fn parallel_reads_give_the_same_tree() {
             parallel: true,
             threads,
             parallel_min_bytes: 1,
+            whole_file_max: 0,
         };
         assert_eq!(load_pytree_with(&p, &o).unwrap(), t);
     }
@@ -70,6 +71,7 @@ fn parallel_reads_give_the_same_tree() {
         parallel: true,
         threads: 2,
         parallel_min_bytes: 1,
+        whole_file_max: 0,
     };
     let e = load_pytree_with(&p, &o).unwrap_err();
     assert!(

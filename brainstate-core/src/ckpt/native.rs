@@ -519,6 +519,8 @@ enum Val {
     /// Entries in file order; duplicate keys are rejected while parsing.
     Map(Vec<(String, Val)>),
     Tag(u64, Box<Val>),
+    /// A tensor (false) or numpy-scalar (true) reference: tag 46000/46001 with an index.
+    Ref(u64, bool),
 }
 
 impl Val {
@@ -533,7 +535,7 @@ impl Val {
             Val::Text(_) => "text",
             Val::Array(_) => "array",
             Val::Map(_) => "map",
-            Val::Tag(..) => "tag",
+            Val::Tag(..) | Val::Ref(..) => "tag",
         }
     }
 }
@@ -770,6 +772,14 @@ impl<'a> Parser<'a> {
             }
             Header::Tag(t) => {
                 nested()?;
+                // Tensor references are the bulk of a tree: keep them unboxed.
+                if t == TAG_TENSOR || t == TAG_SCALAR {
+                    let save = self.pos;
+                    if let Ok(Header::Positive(i)) = self.pull() {
+                        return Ok(Val::Ref(i, t == TAG_SCALAR));
+                    }
+                    self.pos = save;
+                }
                 Val::Tag(t, Box::new(self.value(depth + 1)?))
             }
             Header::Bytes(None) | Header::Text(None) | Header::Array(None) | Header::Map(None) => {
@@ -1160,6 +1170,7 @@ fn build_tree(
         Val::Null => Pytree::None,
         Val::Bytes(b) => Pytree::Bytes(b),
         Val::Text(s) => Pytree::Str(s),
+        Val::Ref(i, scalar) => tensor(i, scalar, at)?,
         Val::Tag(TAG_TENSOR, i) => match *i {
             Val::Uint(i) => tensor(i, false, at)?,
             _ => {
@@ -1296,8 +1307,13 @@ pub fn read<R: Read + Seek>(
         });
     }
     check_trailer(&tb, trailer_at, &h, hcrc)?;
+    assemble(h.tree, out)
+}
+
+/// Builds the tree from the skeleton, moving each tensor into its (single) reference.
+fn assemble(tree: Val, mut out: Vec<Option<Tensor>>) -> Result<Pytree, FormatError> {
     let n = out.len() as u64;
-    let tree = build_tree(h.tree, &mut |i, scalar, at| {
+    let tree = build_tree(tree, &mut |i, scalar, at| {
         let slot = usize::try_from(i)
             .ok()
             .and_then(|i| out.get_mut(i))
@@ -1364,9 +1380,63 @@ pub fn check_structure<R: Read + Seek>(r: &mut R, file_len: u64) -> Result<Parse
     Ok(h)
 }
 
-/// Decodes a native checkpoint held in memory.
+/// Decodes a native checkpoint held in memory (the same checks as [`read`], on a slice).
 pub fn decode(bytes: &[u8]) -> Result<Pytree, FormatError> {
-    read(&mut io::Cursor::new(bytes), bytes.len() as u64, None)
+    let file_len = bytes.len() as u64;
+    let h = parse_header(bytes, file_len)?;
+    let hcrc = crc32c::crc32c(&bytes[..h.header_len as usize]);
+    // parse_header checked B + datalen < file_len, so every slice below is in bounds.
+    let mut pos = h.header_len as usize;
+    let mut expect = Vec::with_capacity(128);
+    let check = |expect: &mut Vec<u8>, pos: &mut usize, index: usize| -> Result<(), FormatError> {
+        let got = &bytes[*pos..*pos + expect.len()];
+        if got != &expect[..] {
+            let i = got
+                .iter()
+                .zip(expect.iter())
+                .position(|(a, b)| a != b)
+                .unwrap_or(0);
+            return Err(FormatError::BadPadding {
+                offset: (*pos + i) as u64,
+                index,
+            });
+        }
+        *pos += expect.len();
+        expect.clear();
+        Ok(())
+    };
+    push_padding(&mut expect, (h.data_base - h.header_len) as usize);
+    check(&mut expect, &mut pos, 0)?;
+    let mut cur = 0u64;
+    let mut out = Vec::with_capacity(h.tensors.len());
+    for (index, e) in h.tensors.iter().enumerate() {
+        push_padding(
+            &mut expect,
+            (e.off - payload_head_len(e.dtype, e.len) - cur) as usize,
+        );
+        payload_head(e.dtype, e.len, &mut expect);
+        check(&mut expect, &mut pos, index)?;
+        let payload = &bytes[pos..pos + e.len as usize];
+        let crc = crc32c::crc32c(payload);
+        if crc != e.crc32c {
+            return Err(FormatError::Checksum {
+                index,
+                offset: pos as u64,
+                stored: e.crc32c,
+                computed: crc,
+            });
+        }
+        let t = Tensor::from_le_bytes(e.dtype, &e.shape, payload).map_err(|source| FormatError::Tensor {
+            index,
+            offset: pos as u64,
+            source,
+        })?;
+        out.push(Some(t));
+        pos += e.len as usize;
+        cur = e.off + e.len;
+    }
+    check_trailer(&bytes[pos..], pos as u64, &h, hcrc)?;
+    assemble(h.tree, out)
 }
 
 /// Encodes `tree` as a native checkpoint in memory.
