@@ -46,8 +46,10 @@ fn child_file_saver() {
 #[test]
 fn child_manager_saver() {
     let Some(d) = std::env::var_os(ENV) else { return };
-    let mut o = ManagerOptions::default();
-    o.keep_last = Some(2);
+    let o = ManagerOptions {
+        keep_last: Some(2),
+        ..ManagerOptions::default()
+    };
     let mut m = CheckpointManager::open(&d, o).unwrap();
     let first = m.latest_step().map_or(0, |s| s + 1);
     let mut s = first;
@@ -132,8 +134,10 @@ fn killed_managers_leave_whole_committed_steps() {
         child.kill().unwrap();
         child.wait().unwrap();
         // The dead child's lock does not block us (the kernel released it).
-        let mut o = ManagerOptions::default();
-        o.keep_last = Some(2);
+        let o = ManagerOptions {
+            keep_last: Some(2),
+            ..ManagerOptions::default()
+        };
         let m = CheckpointManager::open(&d, o).unwrap_or_else(|e| panic!("iteration {i}: {e}"));
         let steps = m.steps();
         // Retention deletes only after a commit: at most keep + 1 steps can be on disk.
