@@ -68,6 +68,38 @@ fn child_manager_saver() {
     }
 }
 
+/// Child: one verbose save (its stdout is checked by the parent).
+#[test]
+fn child_verbose_saver() {
+    let Some(p) = std::env::var_os(ENV) else { return };
+    save_pytree(&p, &version(1), true, None, true).unwrap();
+}
+
+#[test]
+fn verbose_prints_the_file_name() {
+    if std::env::var_os(ENV).is_some() {
+        return;
+    }
+    let d = tempdir("verbose");
+    let p = d.join("snn.ckpt");
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "child_verbose_saver",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(ENV, &p)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(&format!("Saving checkpoint into {}\n", p.display())),
+        "{stdout}"
+    );
+    assert_eq!(load_pytree(&p, None, true).unwrap(), version(1));
+}
+
 fn rng(seed: &mut u64) -> u64 {
     *seed ^= *seed << 13;
     *seed ^= *seed >> 7;

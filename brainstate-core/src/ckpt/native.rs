@@ -23,6 +23,9 @@ pub const VERSION: [u64; 2] = [1, 0];
 pub const DEFAULT_ALIGN: usize = 64;
 /// The deepest nesting of containers and tags the reader accepts (the writer refuses deeper trees).
 pub const MAX_DEPTH: usize = 64;
+/// Containers never preallocate more entries than this from a declared length: memory grows
+/// only with items actually present in the input.
+const PREALLOC_CAP: usize = 1024;
 /// The most axes a tensor may have.
 pub const MAX_NDIM: usize = 64;
 
@@ -733,7 +736,7 @@ impl<'a> Parser<'a> {
             Header::Text(Some(n)) => Val::Text(self.text_of(n, at)?.to_string()),
             Header::Array(Some(n)) => {
                 nested()?;
-                let mut v = Vec::with_capacity(n.min(self.remaining()));
+                let mut v = Vec::with_capacity(n.min(self.remaining()).min(PREALLOC_CAP));
                 for _ in 0..n {
                     v.push(self.value(depth + 1)?);
                 }
@@ -741,7 +744,7 @@ impl<'a> Parser<'a> {
             }
             Header::Map(Some(n)) => {
                 nested()?;
-                let mut v: Vec<(String, Val)> = Vec::with_capacity(n.min(self.remaining()));
+                let mut v: Vec<(String, Val)> = Vec::with_capacity(n.min(self.remaining()).min(PREALLOC_CAP));
                 let mut big: Vec<(&'a str, u64)> = Vec::new();
                 for _ in 0..n {
                     let kat = self.at();
@@ -982,7 +985,7 @@ pub fn parse_header(bytes: &[u8], file_len: u64) -> Result<ParsedHeader, FormatE
                 // reading entries, so another format or version gets the right error.
                 check_id(&fmt, &ver)?;
                 let count = p.array_head(item, "tensors")?;
-                let mut v = Vec::with_capacity(count.min(p.remaining()));
+                let mut v = Vec::with_capacity(count.min(p.remaining() / 32));
                 for index in 0..count {
                     v.push(p.tensor_entry(index)?);
                 }
