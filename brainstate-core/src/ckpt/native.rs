@@ -643,6 +643,23 @@ impl<'a> Parser<'a> {
         })
     }
 
+    /// A map key of the header or a tensor entry: known keys are matched on their bytes (valid
+    /// UTF-8 by construction); any other key is validated.
+    fn known_key(&mut self, known: &[&'static str]) -> Result<&'a str, FormatError> {
+        if let Some(&b) = self.bytes.get(self.pos) {
+            let n = (b & 0x1f) as usize;
+            if b >> 5 == 3 && n < 24 {
+                if let Some(raw) = self.bytes.get(self.pos + 1..self.pos + 1 + n) {
+                    if let Some(k) = known.iter().find(|k| k.as_bytes() == raw) {
+                        self.pos += 1 + n;
+                        return Ok(k);
+                    }
+                }
+            }
+        }
+        self.key()
+    }
+
     /// A map key: must be text.
     fn key(&mut self) -> Result<&'a str, FormatError> {
         let at = self.at();
@@ -803,7 +820,7 @@ impl<'a> Parser<'a> {
         let mut others: Vec<&str> = Vec::new();
         for _ in 0..n {
             let kat = self.at();
-            let key = self.key()?;
+            let key = self.known_key(&["len", "off", "dtype", "shape", "crc32c"])?;
             let dup = match key {
                 "len" => len.replace(self.uint(item, "len")?).is_some(),
                 "off" => off.replace(self.uint(item, "off")?).is_some(),
