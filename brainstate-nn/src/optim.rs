@@ -210,7 +210,7 @@ impl Optimizer for Adam {
     }
 
     fn update(&mut self, model: &mut dyn Layer) -> Result<()> {
-        let name = self.name.get().unwrap_or("Adam").to_string();
+        let name = self.name().to_string();
         let t = self.steps() + 1;
         let (b1, b2, eps, lr) = (self.beta1, self.beta2, self.eps, self.lr.lr);
         let lr_t = lr * (1.0 - b2.powi(t)).sqrt() / (1.0 - b1.powi(t));
