@@ -2,7 +2,7 @@
 
 use crate::error::{NnError, Result};
 use crate::init::Init;
-use crate::layer::{check_input, f32_ref, label_of, Layer, Record};
+use crate::layer::{check_input, f32_ref, label_of, Layer, ParamVisitor, Record};
 use crate::mode::Mode;
 use crate::signal::{Events, EventsRef, Signal};
 use brainstate_core::{NodeName, Variable};
@@ -464,7 +464,7 @@ impl Layer for Dense {
         Ok(&self.d_in)
     }
 
-    fn visit_params(&mut self, f: &mut dyn FnMut(&str, &str, &mut Variable, &[f32])) {
+    fn visit_params(&mut self, f: &mut ParamVisitor<'_>) {
         let name = label_of(&self.name, "Dense");
         if let Some(w) = &mut self.w {
             f(&name, "W", w, &self.grad_w);

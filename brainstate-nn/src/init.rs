@@ -170,8 +170,12 @@ impl Init {
                 })
             }
             Init::Uniform { low, high } => {
-                if !(low < high) {
-                    return Err(bad("high", high.to_string(), "must exceed low"));
+                if !(low.is_finite() && high.is_finite() && low < high) {
+                    return Err(bad(
+                        "high",
+                        high.to_string(),
+                        "bounds must be finite and high must exceed low",
+                    ));
                 }
                 ArrayD::from_shape_simple_fn(dim, || rng.gen_range(low..high))
             }

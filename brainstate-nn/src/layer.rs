@@ -65,8 +65,11 @@ pub trait Layer: Stateful {
         want_d_in: bool,
     ) -> Result<&[f32]>;
     /// Visits each trainable variable with its node name, field key and accumulated gradient.
-    fn visit_params(&mut self, f: &mut dyn FnMut(&str, &str, &mut Variable, &[f32]));
+    fn visit_params(&mut self, f: &mut ParamVisitor<'_>);
 }
+
+/// The callback of [`Layer::visit_params`]: `(node name, field key, variable, gradient)`.
+pub type ParamVisitor<'a> = dyn FnMut(&str, &str, &mut Variable, &[f32]) + 'a;
 
 /// A readable label of a node for errors: its name if it has one yet, else its type.
 pub(crate) fn label_of(name: &NodeName, type_name: &str) -> String {

@@ -37,7 +37,7 @@ pub mod train;
 pub use dense::Dense;
 pub use error::{NnError, Result};
 pub use init::{Distr, FanMode, Init};
-pub use layer::{Layer, Record};
+pub use layer::{Layer, ParamVisitor, Record};
 pub use loss::{cross_entropy, cross_entropy_with_grad, Loss, Reduction, Targets, IGNORE_INDEX};
 pub use mode::{Mode, DEFAULT_DT};
 pub use neurons::{Expon, Integrator, Lif, LifParams, SpikeReset};

@@ -1,7 +1,7 @@
 //! `Lif`, `Expon` and `Integrator`: BrainPy's exponential-Euler dynamics.
 
 use crate::error::{NnError, Result};
-use crate::layer::{check_input, f32_mut, label_of, Layer, Record};
+use crate::layer::{check_input, f32_mut, label_of, Layer, ParamVisitor, Record};
 use crate::mode::Mode;
 use crate::signal::Signal;
 use crate::surrogate::Surrogate;
@@ -383,7 +383,7 @@ impl Layer for Lif {
         Ok(if want_d_in { &self.d_in } else { &[] })
     }
 
-    fn visit_params(&mut self, _f: &mut dyn FnMut(&str, &str, &mut Variable, &[f32])) {}
+    fn visit_params(&mut self, _f: &mut ParamVisitor<'_>) {}
 }
 
 struct BwdArgs<'a> {
@@ -607,7 +607,7 @@ macro_rules! linear_layer {
                 }
                 Ok(if want_d_in { &self.d_in } else { &[] })
             }
-            fn visit_params(&mut self, _f: &mut dyn FnMut(&str, &str, &mut Variable, &[f32])) {}
+            fn visit_params(&mut self, _f: &mut ParamVisitor<'_>) {}
         }
     };
 }

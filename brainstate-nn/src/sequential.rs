@@ -3,11 +3,11 @@
 use crate::dense::Dense;
 use crate::error::{NnError, Result};
 use crate::init::Init;
-use crate::layer::{chain_backward, chain_step, check_chain, label_of, Layer, Record};
+use crate::layer::{chain_backward, chain_step, check_chain, label_of, Layer, ParamVisitor, Record};
 use crate::mode::Mode;
 use crate::neurons::{Expon, Integrator, Lif, LifParams};
 use crate::signal::Signal;
-use brainstate_core::{NodeName, Variable};
+use brainstate_core::NodeName;
 use ndarray::{Array2, ArrayView2};
 use std::ops::Shr;
 
@@ -182,7 +182,7 @@ impl Layer for Sequential {
     ) -> Result<&[f32]> {
         chain_backward(&mut self.children, dt, t, input, d_out, want_d_in)
     }
-    fn visit_params(&mut self, f: &mut dyn FnMut(&str, &str, &mut Variable, &[f32])) {
+    fn visit_params(&mut self, f: &mut ParamVisitor<'_>) {
         self.children.iter_mut().for_each(|c| c.visit_params(f));
     }
 }
@@ -225,7 +225,7 @@ impl<L: Layer + ?Sized> Shr<&mut L> for Flow {
             let x = x.as_standard_layout();
             let rows = x.nrows();
             let out = layer.step(dt, Signal::Dense(x.as_slice().unwrap_or(&[])), Record::Off)?;
-            let cols = if rows == 0 { 0 } else { out.len() / rows };
+            let cols = out.len().checked_div(rows).unwrap_or(0);
             Ok(ArrayView2::from_shape((rows, cols), out)
                 .expect("rows x cols")
                 .to_owned())
@@ -390,7 +390,7 @@ impl Layer for TutorialSnn {
         let d = self.r.backward(dt, t, None, d, true)?;
         self.i2r.backward(dt, t, input, d, want_d_in)
     }
-    fn visit_params(&mut self, f: &mut dyn FnMut(&str, &str, &mut Variable, &[f32])) {
+    fn visit_params(&mut self, f: &mut ParamVisitor<'_>) {
         self.parts().iter_mut().for_each(|l| l.visit_params(f));
     }
 }

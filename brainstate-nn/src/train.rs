@@ -236,9 +236,10 @@ impl Bptt {
         let dt = self.dt;
         for t in (0..t_len).rev() {
             let o = &self.outs[t * b * n_out..(t + 1) * b * n_out];
-            for j in 0..b * n_out {
-                self.d_out[j] = if o[j] == self.logits[j] {
-                    self.d_logits[j] / self.ties[j] as f32
+            let (lg, dl, ties) = (&self.logits, &self.d_logits, &self.ties);
+            for (j, d) in self.d_out.iter_mut().enumerate() {
+                *d = if o[j] == lg[j] {
+                    dl[j] / ties[j] as f32
                 } else {
                     0.0
                 };
