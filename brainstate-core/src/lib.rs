@@ -21,8 +21,8 @@ pub use dtype::{DType, Element, C128, C64};
 pub use indexmap::IndexMap;
 pub use naming::{init_names, is_identifier, NameError, NodeName};
 pub use node::{
-    for_each_node_mut, for_each_preorder, load_local, load_state, load_state_with, nodes, save_state,
-    variables, variables_mut, CustomState, StateError, StateField, Stateful, StatefulExt,
+    for_each_node_mut, for_each_preorder, load_local, load_state, load_state_with, local_key, nodes,
+    save_state, variables, variables_mut, CustomState, StateError, StateField, Stateful, StatefulExt,
 };
 pub use pytree::{Node, Pytree, PytreeError};
 pub use state::{

@@ -42,7 +42,7 @@ pub trait Stateful {
         let name = self.name();
         let mut out = StateDict::new();
         self.visit_variables(&mut |key, var| {
-            out.insert(format!("{name}.{key}"), var.value().clone());
+            out.insert(local_key(name, key), var.value().clone());
         });
         out
     }
@@ -51,8 +51,9 @@ pub trait Stateful {
     fn check_state(&self, state: &StateDict, options: &LoadOptions) -> LocalCheck {
         let name = self.name();
         let mut checker = Checker::new(state, options);
+        let mut buf = String::new();
         self.visit_variables(&mut |key, var| {
-            checker.variable(&format!("{name}.{key}"), var);
+            checker.variable(fill_key(&mut buf, name, key), var);
         });
         checker.finish()
     }
@@ -61,9 +62,10 @@ pub trait Stateful {
     fn apply_state(&mut self, state: &StateDict, options: &LoadOptions) {
         let _ = options;
         let name = self.name().to_string();
+        let mut buf = String::new();
         self.visit_mut(
             &mut |key, var| {
-                if let Some(v) = state.get(&format!("{name}.{key}")) {
+                if let Some(v) = state.get(fill_key(&mut buf, &name, key)) {
                     var.reset(v.clone());
                 }
             },
@@ -78,15 +80,37 @@ pub trait Stateful {
     }
 }
 
+/// `<node>.<field>`, the key of a variable in its node's local state.
+pub fn local_key(node: &str, field: &str) -> String {
+    let mut s = String::with_capacity(node.len() + 1 + field.len());
+    s.push_str(node);
+    s.push('.');
+    s.push_str(field);
+    s
+}
+
+fn fill_key<'b>(buf: &'b mut String, node: &str, field: &str) -> &'b str {
+    buf.clear();
+    buf.push_str(node);
+    buf.push('.');
+    buf.push_str(field);
+    buf
+}
+
+#[diagnostic::on_unimplemented(
+    message = "`#[stateful(custom)]` needs `impl CustomState for {Self}`",
+    label = "hand-written local state is missing",
+    note = "implement `save_local`, `check_local` and `apply_local`, or drop `custom` to save every variable"
+)]
 /// Hand-written local state for a node derived with `#[stateful(custom)]` (BrainPy's override of
 /// `save_state` / `load_state`). The derive still provides naming and the traversal of children.
 pub trait CustomState {
-    /// The local state.
-    fn save_state(&self) -> StateDict;
+    /// The local state (BrainPy's overridden `save_state`).
+    fn save_local(&self) -> StateDict;
     /// Checks a local state without changing anything (use [`Checker`]).
-    fn check_state(&self, state: &StateDict, options: &LoadOptions) -> LocalCheck;
-    /// Assigns a local state that `check_state` accepted.
-    fn apply_state(&mut self, state: &StateDict, options: &LoadOptions);
+    fn check_local(&self, state: &StateDict, options: &LoadOptions) -> LocalCheck;
+    /// Assigns a local state that `check_local` accepted (BrainPy's overridden `load_state`).
+    fn apply_local(&mut self, state: &StateDict, options: &LoadOptions);
 }
 
 /// Local load with options: check, then assign only if there is no problem.
@@ -191,7 +215,7 @@ pub fn variables(root: &dyn Stateful) -> Result<Vec<(String, &Variable)>, NameEr
     let mut out = Vec::new();
     for node in nodes(root) {
         let name = node.name();
-        node.visit_variables(&mut |k, v| out.push((format!("{name}.{k}"), v)));
+        node.visit_variables(&mut |k, v| out.push((local_key(name, k), v)));
     }
     Ok(out)
 }

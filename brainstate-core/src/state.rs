@@ -280,7 +280,8 @@ impl fmt::Display for LoadError {
             "state not loaded ({n} problem{}; nothing was changed):",
             if n == 1 { "" } else { "s" }
         )?;
-        let groups: [(&str, fn(&LoadProblem) -> bool); 4] = [
+        type Pick = fn(&LoadProblem) -> bool;
+        let groups: [(&str, Pick); 4] = [
             ("dtype", |p| matches!(p, LoadProblem::Dtype { .. })),
             ("shape", |p| {
                 matches!(p, LoadProblem::Shape { .. } | LoadProblem::BatchSize { .. })
@@ -327,11 +328,11 @@ pub struct LocalCheck {
 }
 
 /// Builds a [`LocalCheck`] key by key; the tool for hand-written
-/// [`CustomState::check_state`](crate::CustomState::check_state).
+/// [`CustomState::check_local`](crate::CustomState::check_local).
 pub struct Checker<'a> {
     state: &'a StateDict,
     options: LoadOptions,
-    seen: Vec<&'a str>,
+    seen: Vec<bool>,
     check: LocalCheck,
 }
 
@@ -341,16 +342,16 @@ impl<'a> Checker<'a> {
         Checker {
             state,
             options: *options,
-            seen: Vec::new(),
+            seen: vec![false; state.len()],
             check: LocalCheck::default(),
         }
     }
 
     /// Marks `key` as expected and returns its value, or records it as missing.
     pub fn value(&mut self, key: &str) -> Option<&'a Tensor> {
-        match self.state.get_key_value(key) {
-            Some((k, v)) => {
-                self.seen.push(k.as_str());
+        match self.state.get_full(key) {
+            Some((i, _, v)) => {
+                self.seen[i] = true;
                 Some(v)
             }
             None => {
@@ -399,8 +400,8 @@ impl<'a> Checker<'a> {
 
     /// Finishes: every key of the state not asked for is unexpected.
     pub fn finish(mut self) -> LocalCheck {
-        for k in self.state.keys() {
-            if !self.seen.contains(&k.as_str()) {
+        for (k, seen) in self.state.keys().zip(self.seen) {
+            if !seen {
                 self.check.unexpected.push(k.clone());
             }
         }

@@ -1,0 +1,9 @@
+use brainstate::Stateful;
+
+#[derive(Stateful)]
+enum Layer {
+    A,
+    B,
+}
+
+fn main() {}

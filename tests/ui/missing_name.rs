@@ -1,0 +1,8 @@
+use brainstate::{Stateful, Variable};
+
+#[derive(Stateful)]
+struct Lif {
+    v: Variable,
+}
+
+fn main() {}

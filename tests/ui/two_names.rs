@@ -1,0 +1,11 @@
+use brainstate::{NodeName, Stateful};
+
+#[derive(Stateful)]
+struct Lif {
+    #[stateful(name)]
+    name: NodeName,
+    #[stateful(name)]
+    other: NodeName,
+}
+
+fn main() {}
