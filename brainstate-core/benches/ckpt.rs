@@ -109,7 +109,10 @@ fn side_by_side(cases: &str) {
     let dir = bench_dir();
     let loadavg = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!("load before: {}", loadavg.trim());
-    let scale: f64 = std::env::var("CKPT_REPS_SCALE").ok().and_then(|s| s.parse().ok()).unwrap_or(1.0);
+    let scale: f64 = std::env::var("CKPT_REPS_SCALE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1.0);
     let mut summary = Vec::new();
     for case in cases.split(',') {
         let tree = make_case(case);
@@ -179,7 +182,10 @@ fn vm_hwm_kib() -> u64 {
 }
 
 fn memory(mode: &str) {
-    let mib: usize = std::env::var("CKPT_MEM_MIB").ok().and_then(|s| s.parse().ok()).unwrap_or(512);
+    let mib: usize = std::env::var("CKPT_MEM_MIB")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(512);
     let file = std::env::var_os("CKPT_MEM_FILE")
         .map(PathBuf::from)
         .unwrap_or_else(|| std::env::temp_dir().join("bst-ckpt-mem.ckpt"));
@@ -203,7 +209,9 @@ fn memory(mode: &str) {
             );
         }
         "load" => {
-            let size = std::fs::metadata(&file).map(|m| m.len()).expect("run CKPT_MEM=save first");
+            let size = std::fs::metadata(&file)
+                .map(|m| m.len())
+                .expect("run CKPT_MEM=save first");
             let parallel = std::env::var("CKPT_MEM_PARALLEL").map_or(true, |v| v != "0");
             let lo = LoadOptions {
                 parallel,
@@ -237,7 +245,9 @@ fn criterion_benches(c: &mut Criterion) {
         let path = dir.join(case);
         for fsync in [false, true] {
             let id = BenchmarkId::new("save", if fsync { "fsync" } else { "no_fsync" });
-            g.bench_function(id, |b| b.iter(|| save_pytree_with(&path, &tree, &opts(fsync), None).unwrap()));
+            g.bench_function(id, |b| {
+                b.iter(|| save_pytree_with(&path, &tree, &opts(fsync), None).unwrap())
+            });
         }
         save_pytree_with(&path, &tree, &opts(false), None).unwrap();
         for parallel in [true, false] {

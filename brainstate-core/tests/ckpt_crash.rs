@@ -51,8 +51,12 @@ fn child_manager_saver() {
     let mut m = CheckpointManager::open(&d, o).unwrap();
     let mut s = m.latest_step().map_or(0, |s| s + 1);
     loop {
-        m.save(s, &pytree! { "step" => s, "w" => tensor(DType::F32, &[1 << 18], s as u8) }, None)
-            .unwrap();
+        m.save(
+            s,
+            &pytree! { "step" => s, "w" => tensor(DType::F32, &[1 << 18], s as u8) },
+            None,
+        )
+        .unwrap();
         s += 1;
     }
 }
@@ -93,7 +97,10 @@ fn killed_saves_leave_the_old_or_the_new_file() {
         orphans += std::fs::read_dir(&d).unwrap().count() - 1;
     }
     eprintln!("{orphans} orphaned temp files from killed saves");
-    assert!(orphans > 0, "no kill landed in the middle of a save: the test proves nothing");
+    assert!(
+        orphans > 0,
+        "no kill landed in the middle of a save: the test proves nothing"
+    );
     // The next save into the folder removes them.
     save_pytree(&p, &a, true, None, false).unwrap();
     assert_eq!(std::fs::read_dir(&d).unwrap().count(), 1);
@@ -120,17 +127,28 @@ fn killed_managers_leave_whole_committed_steps() {
         // Retention deletes only after a commit: at most keep + 1 steps can be on disk.
         assert!(steps.len() <= 3, "iteration {i}: {steps:?}");
         for &s in &steps {
-            let t = m.restore(Some(s)).unwrap_or_else(|e| panic!("iteration {i} step {s}: {e}"));
+            let t = m
+                .restore(Some(s))
+                .unwrap_or_else(|e| panic!("iteration {i} step {s}: {e}"));
             assert_eq!(t.get("step").unwrap().i64().unwrap(), s as i64);
         }
         // Steps only move forward (the committed set is a prefix of the issued order).
         if let (Some(prev), Some(now)) = (last_seen, m.latest_step()) {
-            assert!(now >= prev, "iteration {i}: latest went back from {prev} to {now}");
+            assert!(
+                now >= prev,
+                "iteration {i}: latest went back from {prev} to {now}"
+            );
         }
         last_seen = m.latest_step().or(last_seen);
         let temps = std::fs::read_dir(&d)
             .unwrap()
-            .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().contains(".bst-tmp-"))
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .contains(".bst-tmp-")
+            })
             .count();
         assert_eq!(temps, 0, "iteration {i}: opening the manager cleans stale temps");
     }

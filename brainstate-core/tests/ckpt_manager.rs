@@ -21,7 +21,10 @@ fn keeps_the_last_k_and_restores() {
     let d = tempdir("m_lastk");
     let mut m = CheckpointManager::open(&d, opts(|o| o.keep_last = Some(3))).unwrap();
     assert_eq!(m.latest_step(), None);
-    assert!(matches!(m.restore(None), Err(CheckpointError::EmptyDirectory { .. })));
+    assert!(matches!(
+        m.restore(None),
+        Err(CheckpointError::EmptyDirectory { .. })
+    ));
     for s in 1..=10 {
         m.save(s * 10, &tree(s * 10), None).unwrap();
     }
@@ -29,13 +32,19 @@ fn keeps_the_last_k_and_restores() {
     assert_eq!(m.latest_step(), Some(100));
     assert_eq!(m.restore(None).unwrap(), tree(100));
     assert_eq!(m.restore(Some(80)).unwrap(), tree(80));
-    assert!(matches!(m.restore(Some(70)), Err(CheckpointError::NoSuchStep { step: 70, .. })));
+    assert!(matches!(
+        m.restore(Some(70)),
+        Err(CheckpointError::NoSuchStep { step: 70, .. })
+    ));
     drop(m);
     // A new manager lists the same committed steps.
     let m = CheckpointManager::open(&d, opts(|o| o.keep_last = Some(3))).unwrap();
     assert_eq!(m.steps(), [80, 90, 100]);
     // load_pytree on the directory picks the latest step.
-    assert_eq!(brainstate_core::ckpt::load_pytree(&d, None, true).unwrap(), tree(100));
+    assert_eq!(
+        brainstate_core::ckpt::load_pytree(&d, None, true).unwrap(),
+        tree(100)
+    );
 }
 
 #[test]
@@ -90,7 +99,10 @@ fn step_or_later_exists_is_an_error_unless_overwrite() {
     m.save(8, &tree(8), None).unwrap();
     for s in [5, 7, 8] {
         let e = m.save(s, &tree(s), None).unwrap_err();
-        assert!(matches!(e, CheckpointError::StepExists { step, existing: 8, .. } if step == s), "{e}");
+        assert!(
+            matches!(e, CheckpointError::StepExists { step, existing: 8, .. } if step == s),
+            "{e}"
+        );
     }
     // overwrite: step 7 is written and the later step 8 is deleted, as Flax.
     m.save_with(7, &tree(7), None, true).unwrap();

@@ -13,11 +13,24 @@ fn every_kind_round_trips_bitwise() {
     let back = decode(&bytes).unwrap();
     assert!(same(&t, &back), "round trip differs:\n{t}\n{back}");
     // Order of map keys is kept (not sorted).
-    let keys: Vec<_> = back.get("zkey_order").unwrap().map().unwrap().keys().cloned().collect();
+    let keys: Vec<_> = back
+        .get("zkey_order")
+        .unwrap()
+        .map()
+        .unwrap()
+        .keys()
+        .cloned()
+        .collect();
     assert_eq!(keys, ["b", "a", "aa"]);
     assert!(matches!(back.get("uint_small").unwrap().value(), Pytree::UInt(5)));
-    assert!(matches!(back.get("np_scalar_f32").unwrap().value(), Pytree::Scalar(_)));
-    assert!(matches!(back.get("edge").unwrap().get("zero_d").unwrap().value(), Pytree::Tensor(_)));
+    assert!(matches!(
+        back.get("np_scalar_f32").unwrap().value(),
+        Pytree::Scalar(_)
+    ));
+    assert!(matches!(
+        back.get("edge").unwrap().get("zero_d").unwrap().value(),
+        Pytree::Tensor(_)
+    ));
 }
 
 #[test]
@@ -41,14 +54,22 @@ fn layout_magic_alignment_and_typed_array_tags() {
     assert_eq!(h.align, 64);
     assert_eq!(h.data_base % 64, 0);
     assert_eq!(h.tensors.len(), 3);
-    for (e, (name, tag)) in h.tensors.iter().zip([("a", Some(85u8)), ("b", None), ("c", Some(79))]) {
+    for (e, (name, tag)) in h
+        .tensors
+        .iter()
+        .zip([("a", Some(85u8)), ("b", None), ("c", Some(79))])
+    {
         let start = (h.data_base + e.off) as usize;
         assert_eq!(start % 64, 0, "{name} unaligned");
         let t = t.get(name).unwrap().tensor().unwrap();
         assert_eq!(&bytes[start..start + e.len as usize], &*t.le_bytes());
         assert_eq!(e.crc32c, crc32c::crc32c(&t.le_bytes()));
         // The byte-string head (1 byte for < 24 bytes) and the tag just before it.
-        let head: Vec<u8> = if e.len < 24 { vec![0x40 | e.len as u8] } else { vec![0x58, e.len as u8] };
+        let head: Vec<u8> = if e.len < 24 {
+            vec![0x40 | e.len as u8]
+        } else {
+            vec![0x58, e.len as u8]
+        };
         let hs = start - head.len();
         assert_eq!(&bytes[hs..start], &head[..]);
         match tag {
@@ -70,7 +91,9 @@ fn generic_cbor_decoder_reads_the_sequence() {
     }
     assert!(matches!(&items[0], ciborium::Value::Tag(55799, _)));
     let last = items.last().unwrap().as_map().unwrap();
-    assert!(last.iter().any(|(k, v)| k.as_text() == Some("end") && v.as_text() == Some("brainstate-ckpt")));
+    assert!(last
+        .iter()
+        .any(|(k, v)| k.as_text() == Some("end") && v.as_text() == Some("brainstate-ckpt")));
 }
 
 #[test]
@@ -95,7 +118,10 @@ fn align_4096_round_trips() {
     let (h, _) = native::read_header(&mut std::io::Cursor::new(&bytes), bytes.len() as u64).unwrap();
     assert!(h.tensors.iter().all(|e| (h.data_base + e.off) % 4096 == 0));
     assert!(same(&decode(&bytes).unwrap(), &t));
-    assert!(matches!(native::Plan::new(&t, None, 48), Err(native::EncodeError::BadAlign(48))));
+    assert!(matches!(
+        native::Plan::new(&t, None, 48),
+        Err(native::EncodeError::BadAlign(48))
+    ));
 }
 
 #[test]
@@ -106,7 +132,10 @@ fn writer_refuses_what_readers_reject() {
     }
     assert!(matches!(encode(&deep), Err(native::EncodeError::TooDeep { .. })));
     let bad_scalar = pytree! { "s" => Pytree::Scalar(tensor(DType::F32, &[2], 0)) };
-    assert!(matches!(encode(&bad_scalar), Err(native::EncodeError::ScalarNotZeroD { .. })));
+    assert!(matches!(
+        encode(&bad_scalar),
+        Err(native::EncodeError::ScalarNotZeroD { .. })
+    ));
 }
 
 // ------------------------------------------------------------------ bad input (D.2)
@@ -143,7 +172,10 @@ fn every_truncation_is_a_typed_error() {
 fn trailing_garbage_is_rejected() {
     let mut bytes = small_file();
     bytes.push(0);
-    assert!(matches!(decode(&bytes), Err(FormatError::TrailingData { .. }) | Err(FormatError::BadTrailer { .. })));
+    assert!(matches!(
+        decode(&bytes),
+        Err(FormatError::TrailingData { .. }) | Err(FormatError::BadTrailer { .. })
+    ));
 }
 
 #[test]
@@ -158,13 +190,21 @@ fn every_single_bit_flip_is_caught() {
             b[i] ^= 1 << bit;
             let e = decode(&b).expect_err(&format!("flip of bit {bit} at byte {i} went unnoticed"));
             let name = format!("{e:?}");
-            *kinds.entry(name.split([' ', '{', '(']).next().unwrap().to_string()).or_default() += 1;
+            *kinds
+                .entry(name.split([' ', '{', '(']).next().unwrap().to_string())
+                .or_default() += 1;
             if (payload_w..payload_w + 16).contains(&i) {
-                assert!(matches!(e, FormatError::Checksum { index: 0, .. }), "payload flip: {e:?}");
+                assert!(
+                    matches!(e, FormatError::Checksum { index: 0, .. }),
+                    "payload flip: {e:?}"
+                );
             }
         }
     }
-    assert!(kinds.contains_key("Checksum") && kinds.contains_key("HeaderChecksum"), "{kinds:?}");
+    assert!(
+        kinds.contains_key("Checksum") && kinds.contains_key("HeaderChecksum"),
+        "{kinds:?}"
+    );
 }
 
 /// Builds a file by hand from a header map body (after the map head) without the tree's
@@ -290,8 +330,14 @@ fn unknown_dtype_is_typed() {
 fn hostile_lengths_are_rejected_before_allocating() {
     // A tensor claiming 2^32 .. 2^64-1 bytes, with a shape to match.
     for (shape, len) in [
-        (vec![0x1b, 0, 0, 0, 1, 0, 0, 0, 0], vec![0x1b, 0, 0, 0, 1, 0, 0, 0, 0]),
-        (vec![0x1b, 0, 0, 0, 1, 0, 0, 0, 0, 0x1b, 0, 0, 0, 1, 0, 0, 0, 0], vec![0x1b, 0, 0, 0, 0, 0, 0, 0, 0]),
+        (
+            vec![0x1b, 0, 0, 0, 1, 0, 0, 0, 0],
+            vec![0x1b, 0, 0, 0, 1, 0, 0, 0, 0],
+        ),
+        (
+            vec![0x1b, 0, 0, 0, 1, 0, 0, 0, 0, 0x1b, 0, 0, 0, 1, 0, 0, 0, 0],
+            vec![0x1b, 0, 0, 0, 0, 0, 0, 0, 0],
+        ),
         (
             vec![0x1b, 0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff],
             vec![0x1b, 0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff],
@@ -311,7 +357,9 @@ fn hostile_lengths_are_rejected_before_allocating() {
         assert!(
             matches!(
                 err,
-                FormatError::TooLarge { .. } | FormatError::BadShape { .. } | FormatError::LengthMismatch { .. }
+                FormatError::TooLarge { .. }
+                    | FormatError::BadShape { .. }
+                    | FormatError::LengthMismatch { .. }
             ),
             "{err:?}"
         );
@@ -366,7 +414,10 @@ fn duplicate_keys_are_rejected_everywhere() {
     body.extend(text("fmt"));
     body.extend(text("brainstate-ckpt"));
     let err = decode(&hand_file(&body, 3, &[], 0)).unwrap_err();
-    assert!(matches!(err, FormatError::DuplicateKey { ref key, .. } if key == "fmt"), "{err:?}");
+    assert!(
+        matches!(err, FormatError::DuplicateKey { ref key, .. } if key == "fmt"),
+        "{err:?}"
+    );
     // In the tree.
     let mut tree = vec![0xa2];
     tree.extend(text("a"));
@@ -377,7 +428,10 @@ fn duplicate_keys_are_rejected_everywhere() {
     body.extend(text("tree"));
     body.extend(tree);
     let err = decode(&hand_file(&body, 3, &[], 0)).unwrap_err();
-    assert!(matches!(err, FormatError::DuplicateKey { ref key, .. } if key == "a"), "{err:?}");
+    assert!(
+        matches!(err, FormatError::DuplicateKey { ref key, .. } if key == "a"),
+        "{err:?}"
+    );
 }
 
 #[test]
@@ -385,11 +439,17 @@ fn non_text_keys_and_bad_utf8_are_rejected() {
     let mut body = header_prefix(1);
     body.extend(text("tree"));
     body.extend([0xa1, 0xf9, 0x7e, 0x00, 0x01]); // {NaN: 1}
-    assert!(matches!(decode(&hand_file(&body, 3, &[], 0)), Err(FormatError::NonTextKey { .. })));
+    assert!(matches!(
+        decode(&hand_file(&body, 3, &[], 0)),
+        Err(FormatError::NonTextKey { .. })
+    ));
     let mut body = header_prefix(1);
     body.extend(text("tree"));
     body.extend([0x62, 0xff, 0xfe]);
-    assert!(matches!(decode(&hand_file(&body, 3, &[], 0)), Err(FormatError::Syntax { .. })));
+    assert!(matches!(
+        decode(&hand_file(&body, 3, &[], 0)),
+        Err(FormatError::Syntax { .. })
+    ));
 }
 
 #[test]
@@ -401,7 +461,13 @@ fn other_formats_are_not_native() {
         v.extend(b"{}        ");
         v
     };
-    for f in [bp, st, b"PK\x03\x04rest".to_vec(), b"\x93NUMPY\x01\x00".to_vec(), vec![0xd9, 0xd9]] {
+    for f in [
+        bp,
+        st,
+        b"PK\x03\x04rest".to_vec(),
+        b"\x93NUMPY\x01\x00".to_vec(),
+        vec![0xd9, 0xd9],
+    ] {
         assert!(matches!(decode(&f), Err(FormatError::BadMagic)), "{f:x?}");
     }
     // Self-described CBOR that is not ours.
@@ -410,17 +476,32 @@ fn other_formats_are_not_native() {
 }
 
 fn hex(s: &str) -> Vec<u8> {
-    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
 }
 
 #[test]
 fn inconsistent_tensor_entries_are_rejected() {
     // len does not match shape x itemsize.
     let f = with_tensor_entry(&entry("float32", &[4], &[15]), &TREE_REF0);
-    assert!(matches!(decode(&f), Err(FormatError::LengthMismatch { index: 0, expected: 16, found: 15 })));
+    assert!(matches!(
+        decode(&f),
+        Err(FormatError::LengthMismatch {
+            index: 0,
+            expected: 16,
+            found: 15
+        })
+    ));
     // Tree refers to a tensor that does not exist / tensor unreferenced / wrong CRC.
     let f = with_tensor_entry(&entry("uint8", &[4], &[4]), &[0xd9, 0xb3, 0xb0, 0x05]);
-    assert!(matches!(decode(&f), Err(FormatError::BadTensorRef { index: 5, .. }) | Err(FormatError::BadPadding { .. }) | Err(FormatError::Checksum { .. })));
+    assert!(matches!(
+        decode(&f),
+        Err(FormatError::BadTensorRef { index: 5, .. })
+            | Err(FormatError::BadPadding { .. })
+            | Err(FormatError::Checksum { .. })
+    ));
     // Unknown tag in the tree.
     let mut body = header_prefix(1);
     body.extend(text("tree"));
@@ -429,7 +510,10 @@ fn inconsistent_tensor_entries_are_rejected() {
     body.extend([0x18, 64]);
     body.extend(text("tensors"));
     body.push(0x80);
-    assert_eq!(decode(&hand_file(&body, 5, &[], 0)).unwrap_err(), FormatError::UnknownTag { tag: 0x1234 });
+    assert_eq!(
+        decode(&hand_file(&body, 5, &[], 0)).unwrap_err(),
+        FormatError::UnknownTag { tag: 0x1234 }
+    );
     // Wrong alignment value.
     let mut body = header_prefix(1);
     body.extend(text("tree"));
@@ -438,12 +522,18 @@ fn inconsistent_tensor_entries_are_rejected() {
     body.push(3);
     body.extend(text("tensors"));
     body.push(0x80);
-    assert_eq!(decode(&hand_file(&body, 5, &[], 0)).unwrap_err(), FormatError::BadAlign { align: 3 });
+    assert_eq!(
+        decode(&hand_file(&body, 5, &[], 0)).unwrap_err(),
+        FormatError::BadAlign { align: 3 }
+    );
     // Missing key.
     let mut body = header_prefix(1);
     body.extend(text("tree"));
     body.push(0);
-    assert!(matches!(decode(&hand_file(&body, 3, &[], 0)), Err(FormatError::MissingKey { key: "align", .. })));
+    assert!(matches!(
+        decode(&hand_file(&body, 3, &[], 0)),
+        Err(FormatError::MissingKey { key: "align", .. })
+    ));
 }
 
 #[test]
@@ -453,7 +543,10 @@ fn bool_payload_must_be_zero_or_one() {
     let (h, _) = native::read_header(&mut std::io::Cursor::new(&bytes), bytes.len() as u64).unwrap();
     let at = (h.data_base + h.tensors[0].off) as usize;
     bytes[at] = 2;
-    assert!(matches!(decode(&bytes), Err(FormatError::Tensor { index: 0, .. })));
+    assert!(matches!(
+        decode(&bytes),
+        Err(FormatError::Tensor { index: 0, .. })
+    ));
 }
 
 #[test]

@@ -9,8 +9,12 @@ use std::fmt::Write;
 
 fn reader_snippet() -> String {
     let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/FORMAT.md")).unwrap();
-    let start = doc.find("<!-- python-reader:begin -->").expect("begin marker in FORMAT.md");
-    let end = doc.find("<!-- python-reader:end -->").expect("end marker in FORMAT.md");
+    let start = doc
+        .find("<!-- python-reader:begin -->")
+        .expect("begin marker in FORMAT.md");
+    let end = doc
+        .find("<!-- python-reader:end -->")
+        .expect("end marker in FORMAT.md");
     let block = &doc[start..end];
     let code = block.split_once("```python\n").expect("python fence").1;
     code.rsplit_once("```").expect("closing fence").0.to_string()
@@ -71,16 +75,27 @@ fn expected(t: &Pytree, p: &str, out: &mut String) {
         }
         Pytree::Tensor(x) => {
             let shape: Vec<String> = x.shape().iter().map(|d| d.to_string()).collect();
-            writeln!(out, "{p}\ttensor {} {} {}", dt(x.dtype()), shape.join(","), hex(&x.le_bytes())).unwrap()
+            writeln!(
+                out,
+                "{p}\ttensor {} {} {}",
+                dt(x.dtype()),
+                shape.join(","),
+                hex(&x.le_bytes())
+            )
+            .unwrap()
         }
         Pytree::Scalar(x) => writeln!(out, "{p}\tscalar {} {}", dt(x.dtype()), hex(&x.le_bytes())).unwrap(),
         Pytree::Bool(b) => writeln!(out, "{p}\tbool {}", if *b { "True" } else { "False" }).unwrap(),
         Pytree::Int(i) => writeln!(out, "{p}\tint {i}").unwrap(),
         Pytree::UInt(u) => writeln!(out, "{p}\tint {u}").unwrap(),
         Pytree::Float(f) => writeln!(out, "{p}\tfloat {}", hex(&f.to_le_bytes())).unwrap(),
-        Pytree::Complex(c) => {
-            writeln!(out, "{p}\tcomplex {} {}", hex(&c.re.to_le_bytes()), hex(&c.im.to_le_bytes())).unwrap()
-        }
+        Pytree::Complex(c) => writeln!(
+            out,
+            "{p}\tcomplex {} {}",
+            hex(&c.re.to_le_bytes()),
+            hex(&c.im.to_le_bytes())
+        )
+        .unwrap(),
         Pytree::Str(s) => writeln!(out, "{p}\tstr {}", hex(s.as_bytes())).unwrap(),
         Pytree::Bytes(b) => writeln!(out, "{p}\tbytes {}", hex(b)).unwrap(),
         Pytree::None => writeln!(out, "{p}\tnone").unwrap(),
@@ -101,7 +116,10 @@ fn python_reader_in_format_md_reads_our_file() {
         .output()
         .expect("python3 must be installed to check the documented reader (pip install cbor2 numpy)");
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "the documented Python reader failed:\n{stderr}");
+    assert!(
+        out.status.success(),
+        "the documented Python reader failed:\n{stderr}"
+    );
     let mut want = String::new();
     expected(&tree, "", &mut want);
     let got = String::from_utf8(out.stdout).unwrap();

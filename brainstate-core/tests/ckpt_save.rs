@@ -73,14 +73,20 @@ fn parallel_reads_give_the_same_tree() {
         parallel_min_bytes: 1,
     };
     let e = load_pytree_with(&p, &o).unwrap_err();
-    assert!(matches!(e.format_error(), Some(FormatError::Checksum { .. })), "{e}");
+    assert!(
+        matches!(e.format_error(), Some(FormatError::Checksum { .. })),
+        "{e}"
+    );
 }
 
 #[test]
 fn missing_path_is_an_error() {
     let d = tempdir("missing");
     let e = load_pytree(d.join("nope"), None, true).unwrap_err();
-    assert!(matches!(e, CheckpointError::NotFound { ref path } if path.ends_with("nope")), "{e}");
+    assert!(
+        matches!(e, CheckpointError::NotFound { ref path } if path.ends_with("nope")),
+        "{e}"
+    );
     assert!(e.to_string().starts_with("checkpoint not found: "));
 }
 
@@ -98,7 +104,10 @@ fn unknown_format_is_an_error() {
     let b = std::fs::read(&q).unwrap();
     std::fs::write(&q, &b[..b.len() - 3]).unwrap();
     let e = load_pytree(&q, None, true).unwrap_err();
-    assert!(matches!(e, CheckpointError::Format { .. }) && e.to_string().contains("/t: "), "{e}");
+    assert!(
+        matches!(e, CheckpointError::Format { .. }) && e.to_string().contains("/t: "),
+        "{e}"
+    );
 }
 
 #[test]
@@ -125,26 +134,58 @@ fn format_is_detected_by_content_not_name() {
 
 #[test]
 fn bp_name_routes_to_the_brainpy_writer() {
-    // On this branch the BrainPy codec is a placeholder: its error must surface, and nothing
-    // (neither the file nor a temp) may be left behind.
+    // A `.bp` name writes BrainPy's format (byte-identical to the codec's output) and loads back
+    // by content; nothing but the file is left behind.
     let d = tempdir("bp");
-    let e = save_pytree(d.join("a.bp"), &tutorial(), true, None, false).unwrap_err();
-    match e {
-        CheckpointError::BrainPy(BpError::NotBuilt) => {}
-        // Once the codec lands, `.bp` saves succeed and must load back.
-        other => panic!("unexpected: {other}"),
-    }
-    assert!(names(&d).is_empty(), "{:?}", names(&d));
+    let p = d.join("a.bp");
+    save_pytree(&p, &tutorial(), true, None, false).unwrap();
+    assert_eq!(
+        std::fs::read(&p).unwrap(),
+        brainstate_core::bpformat::to_vec(&tutorial()).unwrap()
+    );
+    assert_eq!(load_pytree(&p, None, true).unwrap(), tutorial());
+    assert_eq!(names(&d), ["a.bp"]);
     // Explicit format works with any name; safetensors and npz likewise route to their codecs.
-    for (f, name) in [(Format::BrainPy, "x.msgpack"), (Format::Safetensors, "y"), (Format::Npz, "z")] {
+    for (f, name) in [
+        (Format::BrainPy, "x.msgpack"),
+        (Format::Safetensors, "y"),
+        (Format::Npz, "z"),
+    ] {
         let o = SaveOptions {
             format: Some(f),
             ..SaveOptions::default()
         };
-        let e = save_pytree_with(d.join(name), &tutorial(), &o, None).unwrap_err();
-        assert!(matches!(e, CheckpointError::BrainPy(_) | CheckpointError::Interop(_)), "{e}");
+        save_pytree_with(d.join(name), &tutorial(), &o, None).unwrap();
+        let head = std::fs::read(d.join(name)).unwrap();
+        assert_eq!(Format::detect(&head[..16.min(head.len())]), Some(f), "{name}");
+        assert_eq!(
+            load_pytree(d.join(name), None, true).unwrap(),
+            tutorial(),
+            "{name}"
+        );
     }
-    assert!(names(&d).is_empty(), "{:?}", names(&d));
+    assert_eq!(names(&d), ["a.bp", "x.msgpack", "y", "z"]);
+    // A codec's error surfaces and leaves nothing behind.
+    let o = SaveOptions {
+        format: Some(Format::Safetensors),
+        ..SaveOptions::default()
+    };
+    let c = pytree! { "c" => brainstate_core::Tensor::from_vec(&[1], vec![brainstate_core::C64::new(1.0, 2.0)]).unwrap() };
+    let e = save_pytree_with(d.join("bad"), &c, &o, None).unwrap_err();
+    assert!(matches!(e, CheckpointError::Interop(_)), "{e}");
+    let e = save_pytree(
+        d.join("bad.bp"),
+        &Pytree::Scalar(brainstate_core::Tensor::zeros(DType::F32, &[2]).unwrap()),
+        true,
+        None,
+        false,
+    )
+    .unwrap_err();
+    assert!(
+        matches!(e, CheckpointError::BrainPy(BpError::ScalarNotZeroD { .. })),
+        "{e}"
+    );
+    assert_eq!(names(&d), ["a.bp", "x.msgpack", "y", "z"]);
 }
 
 #[test]
@@ -178,7 +219,10 @@ fn overwrite_false_race_has_exactly_one_winner() {
                 .collect();
             hs.into_iter().map(|h| h.join().unwrap()).collect()
         });
-        let winners: Vec<i64> = results.iter().filter_map(|r| r.as_ref().ok().map(|&i| i as i64)).collect();
+        let winners: Vec<i64> = results
+            .iter()
+            .filter_map(|r| r.as_ref().ok().map(|&i| i as i64))
+            .collect();
         assert_eq!(winners.len(), 1, "{results:?}");
         for r in &results {
             if let Err(e) = r {
@@ -260,7 +304,16 @@ fn failed_directory_fsync_is_reported() {
     let d = tempdir("dirsync");
     let p = d.join("c");
     let e = save_pytree_with(&p, &tutorial(), &faulty(FaultAt::SyncDir, libc::EIO), None).unwrap_err();
-    assert!(matches!(e, CheckpointError::Io { op: "fsync directory", .. }), "{e}");
+    assert!(
+        matches!(
+            e,
+            CheckpointError::Io {
+                op: "fsync directory",
+                ..
+            }
+        ),
+        "{e}"
+    );
     // The rename happened; the file is whole, only its durability is unknown.
     assert_eq!(load_pytree(&p, None, true).unwrap(), tutorial());
 }
@@ -276,7 +329,10 @@ fn save_order_is_write_fsync_rename_fsync_dir() {
     };
     save_pytree_with(d.join("c"), &tutorial(), &o, None).unwrap();
     let log = log.lock().unwrap();
-    assert!(log[0].starts_with("create ") && log[0].contains(".c.bst-tmp-"), "{log:?}");
+    assert!(
+        log[0].starts_with("create ") && log[0].contains(".c.bst-tmp-"),
+        "{log:?}"
+    );
     assert_eq!(&log[1..], ["rename", "sync_dir"]);
     let o = SaveOptions {
         overwrite: false,
@@ -324,7 +380,10 @@ fn target_mismatch_names_every_path() {
     save_pytree(&p, &tutorial(), true, None, false).unwrap();
     // Matching target: extra keys of the file are dropped.
     let target = pytree! { "epoch_i" => 0 };
-    assert_eq!(load_pytree(&p, Some(&target), true).unwrap(), pytree! { "epoch_i" => 9 });
+    assert_eq!(
+        load_pytree(&p, Some(&target), true).unwrap(),
+        pytree! { "epoch_i" => 9 }
+    );
     let bad = pytree! {
         "net" => pytree! {
             "Lif0" => pytree! {
@@ -336,7 +395,9 @@ fn target_mismatch_names_every_path() {
         "epoch_i" => Pytree::List(vec![]),
     };
     let e = load_pytree(&p, Some(&bad), true).unwrap_err();
-    let CheckpointError::Mismatch { problems, .. } = &e else { panic!("{e}") };
+    let CheckpointError::Mismatch { problems, .. } = &e else {
+        panic!("{e}")
+    };
     assert_eq!(problems.len(), 4, "{e}");
     let s = e.to_string();
     for needle in [
@@ -383,7 +444,13 @@ fn async_errors_surface_on_next_save_and_wait() {
     assert!(matches!(e, CheckpointError::AlreadyExists { .. }), "{e}");
     assert!(!d.join("y").exists());
     // And through wait().
-    save_pytree_with(d.join("x"), &every_kind(), &faulty(FaultAt::Sync, libc::EIO), Some(&am)).unwrap();
+    save_pytree_with(
+        d.join("x"),
+        &every_kind(),
+        &faulty(FaultAt::Sync, libc::EIO),
+        Some(&am),
+    )
+    .unwrap();
     let e = am.wait().unwrap_err();
     assert!(matches!(e, CheckpointError::Io { op: "fsync", .. }), "{e}");
     assert_eq!(load_pytree(d.join("x"), None, true).unwrap(), tutorial());
@@ -400,7 +467,15 @@ fn async_keeps_one_in_flight_in_order_and_drop_waits() {
             save_pytree(d.join(format!("c{i}")), &t, true, Some(&am), false).unwrap();
         }
     } // drop waits
-    assert_eq!(load_pytree(d.join("c"), None, true).unwrap().get("i").unwrap().i64().unwrap(), 4);
+    assert_eq!(
+        load_pytree(d.join("c"), None, true)
+            .unwrap()
+            .get("i")
+            .unwrap()
+            .i64()
+            .unwrap(),
+        4
+    );
     for i in 0..5 {
         assert!(d.join(format!("c{i}")).exists());
     }

@@ -112,7 +112,8 @@ impl CheckpointManager {
 
     fn rescan(&mut self) -> Result<(), CheckpointError> {
         self.steps.clear();
-        let rd = std::fs::read_dir(&self.dir).map_err(|e| CheckpointError::io("read directory", &self.dir, e))?;
+        let rd =
+            std::fs::read_dir(&self.dir).map_err(|e| CheckpointError::io("read directory", &self.dir, e))?;
         for e in rd.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
             let Some(step) = name
@@ -122,7 +123,9 @@ impl CheckpointManager {
             else {
                 continue;
             };
-            let Ok(Some(meta)) = inspect_native(&e.path()) else { continue };
+            let Ok(Some(meta)) = inspect_native(&e.path()) else {
+                continue;
+            };
             let stored = meta.get("step").ok().and_then(|n| n.i64().ok());
             if stored != i64::try_from(step).ok() {
                 continue;
@@ -160,7 +163,12 @@ impl CheckpointManager {
 
     /// Saves `tree` as step `step` with an optional metric. As Flax, an error if that step or a
     /// later one exists (see [`CheckpointManager::save_with`] to overwrite).
-    pub fn save(&mut self, step: u64, tree: &Pytree, metric: Option<f64>) -> Result<PathBuf, CheckpointError> {
+    pub fn save(
+        &mut self,
+        step: u64,
+        tree: &Pytree,
+        metric: Option<f64>,
+    ) -> Result<PathBuf, CheckpointError> {
         self.save_with(step, tree, metric, false)
     }
 
@@ -233,9 +241,21 @@ impl CheckpointManager {
             keep.extend(all.iter().copied().filter(|s| s % m == 0));
         }
         if let Some((j, mode)) = o.keep_best {
-            let mut ranked: Vec<(u64, f64)> = self.steps.iter().filter_map(|(&s, m)| m.map(|m| (s, m))).collect();
+            let mut ranked: Vec<(u64, f64)> = self
+                .steps
+                .iter()
+                .filter_map(|(&s, m)| m.map(|m| (s, m)))
+                .collect();
             ranked.sort_by(|a, b| {
-                let key = |x: f64| if x.is_nan() { f64::INFINITY } else if mode == BestMode::Min { x } else { -x };
+                let key = |x: f64| {
+                    if x.is_nan() {
+                        f64::INFINITY
+                    } else if mode == BestMode::Min {
+                        x
+                    } else {
+                        -x
+                    }
+                };
                 key(a.1).total_cmp(&key(b.1)).then(b.0.cmp(&a.0))
             });
             keep.extend(ranked.iter().take(j).map(|(s, _)| *s));
@@ -265,7 +285,11 @@ impl CheckpointManager {
                     step: s,
                 })
             }
-            None => self.latest_step().ok_or_else(|| CheckpointError::EmptyDirectory { path: self.dir.clone() })?,
+            None => self
+                .latest_step()
+                .ok_or_else(|| CheckpointError::EmptyDirectory {
+                    path: self.dir.clone(),
+                })?,
         };
         load_pytree(self.path_for(step), None, true)
     }

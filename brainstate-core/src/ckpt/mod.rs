@@ -171,10 +171,11 @@ pub(crate) fn write_file(
     let wio = |e: std::io::Error| CheckpointError::io("write", path, e);
     match opts.format_for(path) {
         Format::Native => {
-            let plan = native::Plan::new(tree, meta, opts.align).map_err(|source| CheckpointError::Encode {
-                path: path.into(),
-                source,
-            })?;
+            let plan =
+                native::Plan::new(tree, meta, opts.align).map_err(|source| CheckpointError::Encode {
+                    path: path.into(),
+                    source,
+                })?;
             atomic_write(storage, path, commit, &mut |w| plan.write_to(w).map_err(wio))
         }
         Format::BrainPy => atomic_write(storage, path, commit, &mut |w| {
@@ -245,7 +246,8 @@ pub fn load_pytree_with(filename: impl AsRef<Path>, opts: &LoadOptions) -> Resul
         }
     })?;
     if md.is_dir() {
-        let latest = latest_in_dir(path)?.ok_or_else(|| CheckpointError::EmptyDirectory { path: path.into() })?;
+        let latest =
+            latest_in_dir(path)?.ok_or_else(|| CheckpointError::EmptyDirectory { path: path.into() })?;
         return load_file(&latest, opts);
     }
     load_file(path, opts)
@@ -259,9 +261,13 @@ fn load_file(path: &Path, opts: &LoadOptions) -> Result<Pytree, CheckpointError>
             CheckpointError::io("open", path, e)
         }
     })?;
-    let len = f.metadata().map_err(|e| CheckpointError::io("stat", path, e))?.len();
+    let len = f
+        .metadata()
+        .map_err(|e| CheckpointError::io("stat", path, e))?
+        .len();
     let mut prefix = vec![0u8; len.min(64) as usize];
-    f.read_exact(&mut prefix).map_err(|e| CheckpointError::io("read", path, e))?;
+    f.read_exact(&mut prefix)
+        .map_err(|e| CheckpointError::io("read", path, e))?;
     match Format::detect(&prefix) {
         Some(Format::Native) => {
             let fref = f.try_clone().map_err(|e| CheckpointError::io("open", path, e))?;
@@ -270,9 +276,11 @@ fn load_file(path: &Path, opts: &LoadOptions) -> Result<Pytree, CheckpointError>
                 threads: opts.threads,
                 min_bytes: opts.parallel_min_bytes,
             };
-            native::read(&mut f, len, opts.parallel.then_some(&par)).map_err(|source| CheckpointError::Format {
-                path: path.into(),
-                source,
+            native::read(&mut f, len, opts.parallel.then_some(&par)).map_err(|source| {
+                CheckpointError::Format {
+                    path: path.into(),
+                    source,
+                }
             })
         }
         Some(other) => {
@@ -286,7 +294,12 @@ fn load_file(path: &Path, opts: &LoadOptions) -> Result<Pytree, CheckpointError>
         }
         None => Err(CheckpointError::UnknownFormat {
             path: path.into(),
-            prefix: prefix.iter().take(16).map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(" "),
+            prefix: prefix
+                .iter()
+                .take(16)
+                .map(|b| format!("{b:02x}"))
+                .collect::<Vec<_>>()
+                .join(" "),
         }),
     }
 }
@@ -299,7 +312,10 @@ pub fn inspect_native(path: &Path) -> Result<Option<Pytree>, CheckpointError> {
         source,
     };
     let mut f = File::open(path).map_err(|e| CheckpointError::io("open", path, e))?;
-    let len = f.metadata().map_err(|e| CheckpointError::io("stat", path, e))?.len();
+    let len = f
+        .metadata()
+        .map_err(|e| CheckpointError::io("stat", path, e))?
+        .len();
     let h = native::check_structure(&mut f, len).map_err(fe)?;
     h.meta().map_err(fe)
 }
@@ -346,7 +362,13 @@ fn latest_in_dir(dir: &Path) -> Result<Option<PathBuf>, CheckpointError> {
 /// what the target has.
 fn restrict_to_target(path: &Path, tree: Pytree, target: &Pytree) -> Result<Pytree, CheckpointError> {
     fn go(t: Pytree, target: &Pytree, at: &str, problems: &mut Vec<String>) -> Pytree {
-        let sub = |k: &str| if at.is_empty() { k.to_string() } else { format!("{at}/{k}") };
+        let sub = |k: &str| {
+            if at.is_empty() {
+                k.to_string()
+            } else {
+                format!("{at}/{k}")
+            }
+        };
         let shown = if at.is_empty() { "/" } else { at };
         match (t, target) {
             (Pytree::Map(mut m), Pytree::Map(tm)) => {
@@ -363,7 +385,11 @@ fn restrict_to_target(path: &Path, tree: Pytree, target: &Pytree) -> Result<Pytr
             }
             (Pytree::List(l), Pytree::List(tl)) => {
                 if l.len() != tl.len() {
-                    problems.push(format!("{shown}: list of {} items, the target has {}", l.len(), tl.len()));
+                    problems.push(format!(
+                        "{shown}: list of {} items, the target has {}",
+                        l.len(),
+                        tl.len()
+                    ));
                     return Pytree::List(l);
                 }
                 Pytree::List(
@@ -375,7 +401,9 @@ fn restrict_to_target(path: &Path, tree: Pytree, target: &Pytree) -> Result<Pytr
                 )
             }
             (v @ (Pytree::Tensor(_) | Pytree::Scalar(_)), Pytree::Tensor(tt) | Pytree::Scalar(tt)) => {
-                let (Pytree::Tensor(x) | Pytree::Scalar(x)) = &v else { unreachable!() };
+                let (Pytree::Tensor(x) | Pytree::Scalar(x)) = &v else {
+                    unreachable!()
+                };
                 if x.dtype() != tt.dtype() || x.shape() != tt.shape() {
                     problems.push(format!(
                         "{shown}: checkpoint has {}, the target {}",
@@ -386,7 +414,11 @@ fn restrict_to_target(path: &Path, tree: Pytree, target: &Pytree) -> Result<Pytr
                 v
             }
             (v @ (Pytree::Map(_) | Pytree::List(_)), t) | (v, t @ (Pytree::Map(_) | Pytree::List(_))) => {
-                problems.push(format!("{shown}: checkpoint has a {}, the target a {}", v.kind(), t.kind()));
+                problems.push(format!(
+                    "{shown}: checkpoint has a {}, the target a {}",
+                    v.kind(),
+                    t.kind()
+                ));
                 v
             }
             (v, _) => v,
@@ -406,9 +438,10 @@ fn restrict_to_target(path: &Path, tree: Pytree, target: &Pytree) -> Result<Pytr
 
 /// Writes `tree` in the native format to any writer (no atomicity: see [`save_pytree`]).
 pub fn write_native(tree: &Pytree, w: &mut dyn Write) -> Result<(), CheckpointError> {
-    let plan = native::Plan::new(tree, None, native::DEFAULT_ALIGN).map_err(|source| CheckpointError::Encode {
-        path: PathBuf::new(),
-        source,
-    })?;
+    let plan =
+        native::Plan::new(tree, None, native::DEFAULT_ALIGN).map_err(|source| CheckpointError::Encode {
+            path: PathBuf::new(),
+            source,
+        })?;
     plan.write_to(w).map_err(|e| CheckpointError::io("write", "", e))
 }

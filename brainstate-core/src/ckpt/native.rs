@@ -210,7 +210,13 @@ impl<'a> Plan<'a> {
         }
         let mut tensors = Vec::new();
         let mut tree_bytes = Vec::new();
-        encode_tree(tree, &mut tree_bytes, &mut Some(&mut tensors), &mut String::new(), 0)?;
+        encode_tree(
+            tree,
+            &mut tree_bytes,
+            &mut Some(&mut tensors),
+            &mut String::new(),
+            0,
+        )?;
         let mut meta_bytes = Vec::new();
         if let Some(m) = meta {
             encode_tree(m, &mut meta_bytes, &mut None, &mut String::new(), 0)?;
@@ -250,7 +256,11 @@ impl<'a> Plan<'a> {
     }
 
     fn trailer(&self) -> Vec<u8> {
-        encode_trailer(self.entries.len() as u64, self.datalen, crc32c::crc32c(&self.header))
+        encode_trailer(
+            self.entries.len() as u64,
+            self.datalen,
+            crc32c::crc32c(&self.header),
+        )
     }
 
     /// Writes the whole file to `w`. Small items go through a buffer; payloads are written
@@ -259,7 +269,10 @@ impl<'a> Plan<'a> {
         let mut small = Vec::with_capacity(256);
         w.write_all(&self.header)?;
         let hlen = self.header.len() as u64;
-        push_padding(&mut small, (align_up(hlen, self.align).expect("small") - hlen) as usize);
+        push_padding(
+            &mut small,
+            (align_up(hlen, self.align).expect("small") - hlen) as usize,
+        );
         let mut cur = 0u64;
         for (t, e) in self.tensors.iter().zip(&self.entries) {
             let h = payload_head_len(e.dtype, e.len);
@@ -351,7 +364,9 @@ fn encode_tree<'a>(
     }
     match t {
         Pytree::Map(_) | Pytree::List(_) if depth >= MAX_DEPTH => {
-            return Err(EncodeError::TooDeep { path: leaf_path(path) })
+            return Err(EncodeError::TooDeep {
+                path: leaf_path(path),
+            })
         }
         Pytree::Map(m) => {
             push_head(out, 5, m.len() as u64);
@@ -380,7 +395,9 @@ fn encode_tree<'a>(
         }
         Pytree::Tensor(x) | Pytree::Scalar(x) => {
             let Some(list) = tensors.as_deref_mut() else {
-                return Err(EncodeError::TensorInMeta { path: leaf_path(path) });
+                return Err(EncodeError::TensorInMeta {
+                    path: leaf_path(path),
+                });
             };
             let scalar = matches!(t, Pytree::Scalar(_));
             if scalar && x.ndim() != 0 {
@@ -639,7 +656,10 @@ impl<'a> Parser<'a> {
         let at = self.at();
         let nested = || -> Result<(), FormatError> {
             if depth >= MAX_DEPTH {
-                Err(FormatError::TooDeep { offset: at, limit: MAX_DEPTH })
+                Err(FormatError::TooDeep {
+                    offset: at,
+                    limit: MAX_DEPTH,
+                })
             } else {
                 Ok(())
             }
@@ -781,7 +801,11 @@ impl<'a> Parser<'a> {
                 });
             }
         }
-        let missing = |key| FormatError::MissingKey { offset: at, item, key };
+        let missing = |key| FormatError::MissingKey {
+            offset: at,
+            item,
+            key,
+        };
         let crc = crc.ok_or(missing("crc32c"))?;
         Ok(TensorEntry {
             dtype: dtype.ok_or(missing("dtype"))?,
@@ -814,11 +838,20 @@ fn head_kind(h: &Header) -> &'static str {
     }
 }
 
-fn get<'v>(map: &'v [(String, Val)], key: &'static str, at: u64, item: &'static str) -> Result<&'v Val, FormatError> {
+fn get<'v>(
+    map: &'v [(String, Val)],
+    key: &'static str,
+    at: u64,
+    item: &'static str,
+) -> Result<&'v Val, FormatError> {
     map.iter()
         .find(|(k, _)| k == key)
         .map(|(_, v)| v)
-        .ok_or(FormatError::MissingKey { offset: at, item, key })
+        .ok_or(FormatError::MissingKey {
+            offset: at,
+            item,
+            key,
+        })
 }
 
 fn uint(v: &Val, at: u64, item: &'static str, key: &'static str) -> Result<u64, FormatError> {
@@ -858,7 +891,14 @@ impl ParsedHeader {
     pub fn meta(&self) -> Result<Option<Pytree>, FormatError> {
         self.meta
             .as_ref()
-            .map(|m| build_tree(m.clone(), &mut |_, _, at| Err(FormatError::BadTensorRef { offset: at, index: u64::MAX })))
+            .map(|m| {
+                build_tree(m.clone(), &mut |_, _, at| {
+                    Err(FormatError::BadTensorRef {
+                        offset: at,
+                        index: u64::MAX,
+                    })
+                })
+            })
             .transpose()
     }
 }
@@ -940,8 +980,8 @@ pub fn parse_header(bytes: &[u8], file_len: u64) -> Result<ParsedHeader, FormatE
         }
     }
     // Validate every length against the file before anything is allocated for payloads.
-    let (offs, datalen) = layout(tensors.iter().map(|e| (e.dtype, e.len)), align)
-        .ok_or(FormatError::TooLarge { file_len })?;
+    let (offs, datalen) =
+        layout(tensors.iter().map(|e| (e.dtype, e.len)), align).ok_or(FormatError::TooLarge { file_len })?;
     for (index, (e, off)) in tensors.iter().zip(offs).enumerate() {
         if e.off != off {
             return Err(FormatError::BadOffset {
@@ -1059,7 +1099,11 @@ fn build_tree(
             }
             Pytree::Map(out)
         }
-        Val::Array(a) => Pytree::List(a.into_iter().map(|v| build_tree(v, tensor)).collect::<Result<_, _>>()?),
+        Val::Array(a) => Pytree::List(
+            a.into_iter()
+                .map(|v| build_tree(v, tensor))
+                .collect::<Result<_, _>>()?,
+        ),
         Val::Uint(u) => i64::try_from(u).map_or(Pytree::UInt(u), Pytree::Int),
         Val::Nint(n) => {
             if n > i64::MAX as u64 {
@@ -1074,11 +1118,21 @@ fn build_tree(
         Val::Text(s) => Pytree::Str(s),
         Val::Tag(TAG_TENSOR, i) => match *i {
             Val::Uint(i) => tensor(i, false, at)?,
-            _ => return Err(FormatError::BadTensorRef { offset: at, index: u64::MAX }),
+            _ => {
+                return Err(FormatError::BadTensorRef {
+                    offset: at,
+                    index: u64::MAX,
+                })
+            }
         },
         Val::Tag(TAG_SCALAR, i) => match *i {
             Val::Uint(i) => tensor(i, true, at)?,
-            _ => return Err(FormatError::BadTensorRef { offset: at, index: u64::MAX }),
+            _ => {
+                return Err(FormatError::BadTensorRef {
+                    offset: at,
+                    index: u64::MAX,
+                })
+            }
         },
         Val::Tag(TAG_UINT, u) => match *u {
             Val::Uint(u) => Pytree::UInt(u),
@@ -1121,7 +1175,8 @@ pub fn read<R: Read + Seek>(
     let mut got = Vec::with_capacity(128);
     push_padding(&mut expect, (h.data_base - h.header_len) as usize);
     got.resize(expect.len(), 0);
-    br.read_exact(&mut got).map_err(|_| FormatError::Truncated { offset: pos })?;
+    br.read_exact(&mut got)
+        .map_err(|_| FormatError::Truncated { offset: pos })?;
     if got != expect {
         let i = got.iter().zip(&expect).position(|(a, b)| a != b).unwrap_or(0);
         return Err(FormatError::BadPadding {
@@ -1138,7 +1193,8 @@ pub fn read<R: Read + Seek>(
         push_padding(&mut expect, (e.off - hl - cur) as usize);
         payload_head(e.dtype, e.len, &mut expect);
         got.resize(expect.len(), 0);
-        br.read_exact(&mut got).map_err(|_| FormatError::Truncated { offset: pos })?;
+        br.read_exact(&mut got)
+            .map_err(|_| FormatError::Truncated { offset: pos })?;
         if got != expect {
             let i = got.iter().zip(&expect).position(|(a, b)| a != b).unwrap_or(0);
             return Err(FormatError::BadPadding {
@@ -1162,7 +1218,10 @@ pub fn read<R: Read + Seek>(
                 t.map(|t| (t, rd.crc))
             }
             _ => {
-                let mut rd = CrcReader { inner: &mut br, crc: 0 };
+                let mut rd = CrcReader {
+                    inner: &mut br,
+                    crc: 0,
+                };
                 Tensor::read_le(e.dtype, &e.shape, &mut rd).map(|t| (t, rd.crc))
             }
         };
@@ -1185,7 +1244,8 @@ pub fn read<R: Read + Seek>(
     }
     let trailer_at = h.data_base + h.datalen;
     let mut tb = vec![0u8; (file_len - trailer_at).min(1 << 16) as usize];
-    br.read_exact(&mut tb).map_err(|_| FormatError::Truncated { offset: trailer_at })?;
+    br.read_exact(&mut tb)
+        .map_err(|_| FormatError::Truncated { offset: trailer_at })?;
     if file_len - trailer_at > tb.len() as u64 {
         return Err(FormatError::TrailingData {
             offset: trailer_at + tb.len() as u64,
@@ -1198,7 +1258,9 @@ pub fn read<R: Read + Seek>(
             .ok()
             .and_then(|i| out.get_mut(i))
             .ok_or(FormatError::BadTensorRef { offset: at, index: i })?;
-        let t = slot.take().ok_or(FormatError::BadTensorRef { offset: at, index: i })?;
+        let t = slot
+            .take()
+            .ok_or(FormatError::BadTensorRef { offset: at, index: i })?;
         if scalar {
             if t.ndim() != 0 {
                 return Err(FormatError::BadTensorRef { offset: at, index: i });
@@ -1225,7 +1287,8 @@ pub fn read_header<R: Read + Seek>(r: &mut R, file_len: u64) -> Result<(ParsedHe
     loop {
         let mut buf = vec![0u8; want];
         r.seek(SeekFrom::Start(0)).map_err(io_err)?;
-        r.read_exact(&mut buf).map_err(|_| FormatError::Truncated { offset: 0 })?;
+        r.read_exact(&mut buf)
+            .map_err(|_| FormatError::Truncated { offset: 0 })?;
         match parse_header(&buf, file_len) {
             Err(FormatError::Truncated { .. }) if (want as u64) < file_len => {
                 want = (want as u64 * 4).min(file_len) as usize;
@@ -1245,11 +1308,14 @@ pub fn check_structure<R: Read + Seek>(r: &mut R, file_len: u64) -> Result<Parse
     let at = h.data_base + h.datalen;
     let n = file_len - at;
     if n > 1 << 16 {
-        return Err(FormatError::TrailingData { offset: at + (1 << 16) });
+        return Err(FormatError::TrailingData {
+            offset: at + (1 << 16),
+        });
     }
     let mut tb = vec![0u8; n as usize];
     r.seek(SeekFrom::Start(at)).map_err(io_err)?;
-    r.read_exact(&mut tb).map_err(|_| FormatError::Truncated { offset: at })?;
+    r.read_exact(&mut tb)
+        .map_err(|_| FormatError::Truncated { offset: at })?;
     check_trailer(&tb, at, &h, hcrc)?;
     Ok(h)
 }
@@ -1317,7 +1383,10 @@ impl Read for ParallelReader<'_> {
                 })
                 .collect();
             hs.into_iter()
-                .map(|h| h.join().unwrap_or_else(|_| Err(io::Error::other("reader thread panicked"))))
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(io::Error::other("reader thread panicked")))
+                })
                 .collect()
         });
         for p in parts {

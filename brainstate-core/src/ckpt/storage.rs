@@ -114,7 +114,10 @@ fn temp_name(target: &Path) -> PathBuf {
     if let Ok(t) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
         h.write_u128(t.as_nanos());
     }
-    let name = target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = target
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let tmp = format!(".{name}{TEMP_MARKER}{}-{:016x}", std::process::id(), h.finish());
     target.with_file_name(tmp)
 }
@@ -149,7 +152,9 @@ pub fn clean_stale_temps(storage: &dyn Storage, dir: &Path) -> usize {
     let mut n = 0;
     for e in rd.flatten() {
         let name = e.file_name();
-        let Some(pid) = temp_pid(&name.to_string_lossy()) else { continue };
+        let Some(pid) = temp_pid(&name.to_string_lossy()) else {
+            continue;
+        };
         if pid != me && !process_alive(pid) && storage.remove_file(&e.path()).is_ok() {
             n += 1;
         }
@@ -194,7 +199,9 @@ pub fn atomic_write(
     if !commit.overwrite && existing.is_some() {
         return Err(CheckpointError::AlreadyExists { path: path.into() });
     }
-    let mode = existing.filter(|m| m.is_file()).map(|m| m.permissions().mode() & 0o7777);
+    let mode = existing
+        .filter(|m| m.is_file())
+        .map(|m| m.permissions().mode() & 0o7777);
     let (tmp, file) = {
         let mut tries = 0;
         loop {
@@ -214,11 +221,14 @@ pub fn atomic_write(
             .into_inner()
             .map_err(|e| CheckpointError::io("write", &tmp, e.into_error()))?;
         if commit.fsync {
-            file.sync_all().map_err(|e| CheckpointError::io("fsync", &tmp, e))?;
+            file.sync_all()
+                .map_err(|e| CheckpointError::io("fsync", &tmp, e))?;
         }
         drop(file);
         if commit.overwrite {
-            storage.rename(&tmp, path).map_err(|e| CheckpointError::io("rename", path, e))
+            storage
+                .rename(&tmp, path)
+                .map_err(|e| CheckpointError::io("rename", path, e))
         } else {
             storage.rename_noreplace(&tmp, path).map_err(|e| {
                 if e.kind() == io::ErrorKind::AlreadyExists {

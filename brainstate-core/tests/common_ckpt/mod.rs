@@ -83,7 +83,10 @@ pub fn same(a: &Pytree, b: &Pytree) -> bool {
             x.re.to_bits() == y.re.to_bits() && x.im.to_bits() == y.im.to_bits()
         }
         (Pytree::Map(x), Pytree::Map(y)) => {
-            x.len() == y.len() && x.iter().zip(y).all(|((k1, v1), (k2, v2))| k1 == k2 && same(v1, v2))
+            x.len() == y.len()
+                && x.iter()
+                    .zip(y)
+                    .all(|((k1, v1), (k2, v2))| k1 == k2 && same(v1, v2))
         }
         (Pytree::List(x), Pytree::List(y)) => x.len() == y.len() && x.iter().zip(y).all(|(p, q)| same(p, q)),
         _ => a == b,
