@@ -145,7 +145,9 @@ fn compare(a: &Pytree, b: &Pytree, ia: &LeafInfo<'_>, ib: &LeafInfo<'_>) -> (usi
     let (Some(xa), Some(xb)) = (numbers(a), numbers(b)) else {
         return (1, 1, None);
     };
-    let size = ia.dtype.map_or(1, |d| DType::from_name(d).map_or(1, DType::itemsize));
+    let size = ia
+        .dtype
+        .map_or(1, |d| DType::from_name(d).map_or(1, DType::itemsize));
     let differing = ia
         .bytes
         .chunks(size)
@@ -266,11 +268,15 @@ mod tests {
     #[test]
     fn retyped_and_special_values() {
         let a = pytree! { "x" => array![1.0f32, 2.0], "n" => array![f64::NAN, 0.0], "z" => array![0.0f64] };
-        let b = pytree! { "x" => array![1.0f32, 2.0, 3.0], "n" => array![f64::NAN, 1.0], "z" => array![-0.0f64] };
+        let b =
+            pytree! { "x" => array![1.0f32, 2.0, 3.0], "n" => array![f64::NAN, 1.0], "z" => array![-0.0f64] };
         let d = diff(&a, &b);
         assert_eq!(d[0].to_string(), "~ x: float32[2] -> float32[3]");
         assert!(matches!(d[1], Change::Values { max_abs: Some(m), differing: 1, .. } if m == 1.0));
-        assert_eq!(d[2].to_string(), "~ z: float64[1], 1 of 1 elements differ (bitwise only: max |a-b| = 0)");
+        assert_eq!(
+            d[2].to_string(),
+            "~ z: float64[1], 1 of 1 elements differ (bitwise only: max |a-b| = 0)"
+        );
         let c = pytree! { "n" => array![1.0f64, 0.0] };
         let d = diff(&pytree! { "n" => array![f64::NAN, 0.0] }, &c);
         assert!(matches!(d[0], Change::Values { max_abs: Some(m), .. } if m.is_nan()));

@@ -59,7 +59,12 @@ pub fn detect(path: &Path) -> Result<(Format, u64), CliError> {
         None if size == 0 => Err(CliError::Empty { path: path.into() }),
         None => Err(CliError::UnknownFormat {
             path: path.into(),
-            prefix: prefix.iter().take(8).map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(" "),
+            prefix: prefix
+                .iter()
+                .take(8)
+                .map(|b| format!("{b:02x}"))
+                .collect::<Vec<_>>()
+                .join(" "),
         }),
     }
 }

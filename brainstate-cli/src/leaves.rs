@@ -227,7 +227,10 @@ mod tests {
         );
         let n = Pytree::Int(9);
         let i = LeafInfo::of(&n);
-        assert_eq!((i.kind, i.dtype, i.shape.as_deref()), ("int", Some("int64"), Some(&[][..])));
+        assert_eq!(
+            (i.kind, i.dtype, i.shape.as_deref()),
+            ("int", Some("int64"), Some(&[][..]))
+        );
         assert_eq!(&*i.bytes, &9i64.to_le_bytes());
         let s = Pytree::Str("hé".into());
         let i = LeafInfo::of(&s);

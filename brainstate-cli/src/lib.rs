@@ -200,7 +200,11 @@ impl CliError {
     /// The message on one line (multi-line library messages joined with `; `).
     pub fn one_line(&self) -> String {
         let s = self.to_string();
-        s.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join("; ")
+        s.lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect::<Vec<_>>()
+            .join("; ")
     }
 }
 
@@ -261,8 +265,14 @@ pub fn inspect(path: &Path, json: bool, out: &mut dyn Write) -> Result<u8, CliEr
     )?;
     let es = entries(&f.tree);
     let leaves: Vec<LeafInfo<'_>> = es.iter().map(|e| LeafInfo::of(e.value)).collect();
-    let n_leaves = leaves.iter().filter(|l| !matches!(l.kind, "map" | "list")).count();
-    let n_tensors = leaves.iter().filter(|l| matches!(l.kind, "tensor" | "scalar")).count();
+    let n_leaves = leaves
+        .iter()
+        .filter(|l| !matches!(l.kind, "map" | "list"))
+        .count();
+    let n_tensors = leaves
+        .iter()
+        .filter(|l| matches!(l.kind, "tensor" | "scalar"))
+        .count();
     let data: u64 = leaves
         .iter()
         .filter(|l| matches!(l.kind, "tensor" | "scalar"))
@@ -316,8 +326,18 @@ fn print_outline(tree: &Pytree, out: &mut dyn Write) -> Result<(), CliError> {
         rows.push(("(root)".into(), what, extra));
     }
     walk(tree, 0, &mut rows);
-    let w0 = rows.iter().map(|r| r.0.chars().count()).max().unwrap_or(0).min(60);
-    let w1 = rows.iter().map(|r| r.1.chars().count()).max().unwrap_or(0).min(40);
+    let w0 = rows
+        .iter()
+        .map(|r| r.0.chars().count())
+        .max()
+        .unwrap_or(0)
+        .min(60);
+    let w1 = rows
+        .iter()
+        .map(|r| r.1.chars().count())
+        .max()
+        .unwrap_or(0)
+        .min(40);
     for (a, b, c) in rows {
         let line = format!("{a:<w0$}  {b:<w1$}  {c}");
         writeln!(out, "{}", line.trim_end())?;
@@ -336,10 +356,15 @@ fn leaf_columns(v: &Pytree, info: &LeafInfo<'_>) -> (String, String) {
     match v {
         Pytree::Tensor(t) if t.ndim() == 0 => (info.type_text(), numpy::leaf_repr(v, &small)),
         Pytree::Tensor(_) => (info.type_text(), human_bytes(info.nbytes() as u64)),
-        Pytree::Scalar(_) => (format!("scalar {}", info.type_text()), numpy::leaf_repr(v, &small)),
+        Pytree::Scalar(_) => (
+            format!("scalar {}", info.type_text()),
+            numpy::leaf_repr(v, &small),
+        ),
         Pytree::Map(_) => ("{}".into(), String::new()),
         Pytree::List(_) => ("[]".into(), String::new()),
-        Pytree::Str(_) | Pytree::Bytes(_) | Pytree::None => (info.kind.into(), short(&numpy::leaf_repr(v, &small))),
+        Pytree::Str(_) | Pytree::Bytes(_) | Pytree::None => {
+            (info.kind.into(), short(&numpy::leaf_repr(v, &small)))
+        }
         _ => (info.kind.into(), numpy::leaf_repr(v, &small)),
     }
 }
@@ -361,7 +386,11 @@ pub fn show(path: &Path, at: &str, full: bool, out: &mut dyn Write) -> Result<u8
         reason: e.to_string(),
     })?;
     let v = node.value();
-    let opts = if full { PrintOptions::full() } else { PrintOptions::default() };
+    let opts = if full {
+        PrintOptions::full()
+    } else {
+        PrintOptions::default()
+    };
     match v {
         Pytree::Map(m) if !m.is_empty() => print_outline(v, out)?,
         Pytree::List(l) if !l.is_empty() => print_outline(v, out)?,

@@ -14,7 +14,10 @@ fn main() -> ExitCode {
             .map(|s| s.to_string())
             .or_else(|| info.payload().downcast_ref::<String>().cloned())
             .unwrap_or_else(|| "unknown cause".into());
-        eprintln!("brainstate: internal error (please report): {}", msg.replace('\n', "; "));
+        eprintln!(
+            "brainstate: internal error (please report): {}",
+            msg.replace('\n', "; ")
+        );
     }));
     let cli = Cli::parse();
     let stdout = std::io::stdout();
@@ -25,9 +28,17 @@ fn main() -> ExitCode {
         Ok(Ok(code)) => ExitCode::from(code),
         Ok(Err(e)) => {
             let verify = matches!(cli.command, Command::Verify { .. });
-            eprintln!("brainstate: {}: {}", if verify { "FAILED" } else { "error" }, e.one_line());
+            eprintln!(
+                "brainstate: {}: {}",
+                if verify { "FAILED" } else { "error" },
+                e.one_line()
+            );
             // diff: 1 means "they differ", so trouble is 2 (as diff(1)); everything else: 1.
-            ExitCode::from(if matches!(cli.command, Command::Diff { .. }) { 2 } else { 1 })
+            ExitCode::from(if matches!(cli.command, Command::Diff { .. }) {
+                2
+            } else {
+                1
+            })
         }
         Err(_) => ExitCode::from(101),
     }

@@ -74,7 +74,11 @@ fn element_texts(t: &Tensor, idx: &[usize], opts: &PrintOptions) -> Vec<String> 
         let s = t.as_slice::<T>().expect("dtype checked by the caller");
         idx.iter().map(|&i| s[i].to_string()).collect()
     }
-    fn floats<T: brainstate_core::Storable>(t: &Tensor, idx: &[usize], f: impl Fn(T) -> (f64, String)) -> Vec<(f64, String)> {
+    fn floats<T: brainstate_core::Storable>(
+        t: &Tensor,
+        idx: &[usize],
+        f: impl Fn(T) -> (f64, String),
+    ) -> Vec<(f64, String)> {
         let s = t.as_slice::<T>().expect("dtype checked by the caller");
         idx.iter().map(|&i| f(s[i])).collect()
     }
@@ -99,8 +103,14 @@ fn element_texts(t: &Tensor, idx: &[usize], opts: &PrintOptions) -> Vec<String> 
         DType::F64 => float_column(&floats::<f64>(t, idx, |x| (x, x.to_string())), opts),
         DType::C64 => {
             let s = t.as_slice::<brainstate_core::C64>().expect("c64");
-            let re: Vec<_> = idx.iter().map(|&i| (s[i].re as f64, s[i].re.to_string())).collect();
-            let im: Vec<_> = idx.iter().map(|&i| (s[i].im as f64, s[i].im.to_string())).collect();
+            let re: Vec<_> = idx
+                .iter()
+                .map(|&i| (s[i].re as f64, s[i].re.to_string()))
+                .collect();
+            let im: Vec<_> = idx
+                .iter()
+                .map(|&i| (s[i].im as f64, s[i].im.to_string()))
+                .collect();
             complex_column(&re, &im, opts)
         }
         DType::C128 => {
@@ -125,7 +135,11 @@ fn complex_column(re: &[(f64, String)], im: &[(f64, String)], opts: &PrintOption
         .zip(r)
         .zip(im.iter().zip(i))
         .map(|((_, r), ((x, _), i))| {
-            let sign = if x.is_sign_negative() && !x.is_nan() { '-' } else { '+' };
+            let sign = if x.is_sign_negative() && !x.is_nan() {
+                '-'
+            } else {
+                '+'
+            };
             format!("{r}{sign}{}j", i.trim_start())
         })
         .collect()
@@ -171,7 +185,11 @@ fn float_column(vals: &[(f64, String)], opts: &PrintOptions) -> Vec<String> {
                 special(x).unwrap_or_else(|| {
                     let s = format!("{:.*e}", digits, x);
                     let (mant, exp) = s.split_once('e').unwrap_or((&s, "0"));
-                    let mant = if mant.contains('.') { mant.to_string() } else { format!("{mant}.") };
+                    let mant = if mant.contains('.') {
+                        mant.to_string()
+                    } else {
+                        format!("{mant}.")
+                    };
                     let (sign, e) = exp.strip_prefix('-').map_or(('+', exp), |e| ('-', e));
                     format!("{mant}e{sign}{e:0>2}")
                 })
@@ -324,7 +342,12 @@ pub fn leaf_repr(v: &Pytree, opts: &PrintOptions) -> String {
         Pytree::Int(i) => i.to_string(),
         Pytree::UInt(u) => u.to_string(),
         Pytree::Float(x) => py_float(*x),
-        Pytree::Complex(c) => format!("({}{}{}j)", py_float(c.re), if c.im < 0.0 { "" } else { "+" }, py_float(c.im)),
+        Pytree::Complex(c) => format!(
+            "({}{}{}j)",
+            py_float(c.re),
+            if c.im < 0.0 { "" } else { "+" },
+            py_float(c.im)
+        ),
         Pytree::Bool(b) => if *b { "True" } else { "False" }.into(),
         Pytree::Str(s) => format!("{s:?}"),
         Pytree::Bytes(b) => {
@@ -380,23 +403,29 @@ mod tests {
 
     #[test]
     fn one_d_floats_as_numpy() {
-        assert_eq!(r(Tensor::from(array![0.0f32, 0.5, 1.0])), "array([0. , 0.5, 1. ], dtype=float32)");
+        assert_eq!(
+            r(Tensor::from(array![0.0f32, 0.5, 1.0])),
+            "array([0. , 0.5, 1. ], dtype=float32)"
+        );
         assert_eq!(r(Tensor::from(array![0.0f64, 0.0])), "array([0., 0.])");
         assert_eq!(r(Tensor::from(array![-1.25f64, 10.0])), "array([-1.25, 10.  ])");
         assert_eq!(r(Tensor::from(array![1e-5f64, 1.0])), "array([1.e-05, 1.e+00])");
-        assert_eq!(r(Tensor::from(array![1.2345e-5f64, 1.0])), "array([1.2345e-05, 1.0000e+00])");
-        assert_eq!(r(Tensor::from(array![f64::NAN, 1.0])), "array([nan,  1.])");
         assert_eq!(
-            r(Tensor::from(array![0.123456789f64])),
-            "array([0.12345679])"
+            r(Tensor::from(array![1.2345e-5f64, 1.0])),
+            "array([1.2345e-05, 1.0000e+00])"
         );
+        assert_eq!(r(Tensor::from(array![f64::NAN, 1.0])), "array([nan,  1.])");
+        assert_eq!(r(Tensor::from(array![0.123456789f64])), "array([0.12345679])");
         assert_eq!(r(Tensor::scalar(0.5f32)), "array(0.5, dtype=float32)");
     }
 
     #[test]
     fn bools_ints_and_complex() {
         assert_eq!(r(Tensor::from(array![false, true])), "array([False,  True])");
-        assert_eq!(r(Tensor::from(array![1i32, -20])), "array([  1, -20], dtype=int32)");
+        assert_eq!(
+            r(Tensor::from(array![1i32, -20])),
+            "array([  1, -20], dtype=int32)"
+        );
         let c = Tensor::from(array![brainstate_core::C128::new(1.0, -2.0)]);
         assert_eq!(r(c), "array([1.-2.j])");
     }
@@ -408,10 +437,16 @@ mod tests {
             "array([[1, 2],\n       [3, 4]])"
         );
         let big = Tensor::from(Array1::from_iter((0..2000).map(|i| i as i64)));
-        assert_eq!(r(big), "array([   0,    1,    2, ..., 1997, 1998, 1999], shape=(2000,))");
+        assert_eq!(
+            r(big),
+            "array([   0,    1,    2, ..., 1997, 1998, 1999], shape=(2000,))"
+        );
         let big2 = Tensor::from(Array2::<f32>::zeros((256, 10)));
         let s = r(big2);
-        assert!(s.starts_with("array([[0., 0., 0., ..., 0., 0., 0.],\n       [0., 0., 0., ..., 0., 0., 0.],"), "{s}");
+        assert!(
+            s.starts_with("array([[0., 0., 0., ..., 0., 0., 0.],\n       [0., 0., 0., ..., 0., 0., 0.],"),
+            "{s}"
+        );
         assert!(s.contains("       ...,\n"), "{s}");
         assert_eq!(s.lines().count(), 7, "{s}");
         assert!(s.ends_with("0.]], shape=(256, 10), dtype=float32)"), "{s}");
@@ -450,7 +485,10 @@ mod tests {
         assert_eq!(leaf_repr(&Pytree::Float(0.5), &o), "0.5");
         assert_eq!(leaf_repr(&Pytree::Float(2.0), &o), "2.0");
         assert_eq!(leaf_repr(&Pytree::Float(1e-5), &o), "1e-05");
-        assert_eq!(leaf_repr(&Pytree::Scalar(Tensor::scalar(1.5f32)), &o), "np.float32(1.5)");
+        assert_eq!(
+            leaf_repr(&Pytree::Scalar(Tensor::scalar(1.5f32)), &o),
+            "np.float32(1.5)"
+        );
         assert_eq!(leaf_repr(&Pytree::Str("a".into()), &o), "\"a\"");
         assert_eq!(leaf_repr(&Pytree::None, &o), "None");
     }

@@ -15,7 +15,9 @@ fn cmd() -> Command {
 }
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/brainpy").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures/brainpy")
+        .join(name)
 }
 
 /// The tutorial's checkpoint `{'net': ..., 'epoch_i': 9, 'train_loss': 0.71}`, with a
@@ -55,17 +57,41 @@ fn one_line(stderr: &[u8]) -> String {
 fn inspect_a_native_file() {
     let dir = tempfile::tempdir().unwrap();
     let p = write_native(dir.path(), "snn.ckpt", &tutorial_tree());
-    let out = cmd().arg("inspect").arg(&p).assert().success().get_output().stdout.clone();
+    let out = cmd()
+        .arg("inspect")
+        .arg(&p)
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
     let s = String::from_utf8(out).unwrap();
-    assert!(s.contains("format: native (brainstate native checkpoint (CBOR), format version 1.0)"), "{s}");
+    assert!(
+        s.contains("format: native (brainstate native checkpoint (CBOR), format version 1.0)"),
+        "{s}"
+    );
     assert!(s.contains("leaves: 5 (4 arrays"), "{s}");
     assert!(s.contains("checksums: all 4 tensor CRC32C checksums hold"), "{s}");
-    let line = |key: &str| s.lines().find(|l| l.trim_start().starts_with(key)).unwrap_or("").to_string();
-    assert!(line("Lif0.V").contains("float32[10]") && line("Lif0.V").contains("40 B"), "{s}");
+    let line = |key: &str| {
+        s.lines()
+            .find(|l| l.trim_start().starts_with(key))
+            .unwrap_or("")
+            .to_string()
+    };
+    assert!(
+        line("Lif0.V").contains("float32[10]") && line("Lif0.V").contains("40 B"),
+        "{s}"
+    );
     assert!(line("Lif0.spike").contains("bool[10]"), "{s}");
     assert!(line("Dense0").contains("{}"), "{s}");
-    assert!(line("epoch_i").contains("int") && line("epoch_i").ends_with('9'), "{s}");
-    assert!(line("train_loss").contains("float32[]") && line("train_loss").contains("0.71"), "{s}");
+    assert!(
+        line("epoch_i").contains("int") && line("epoch_i").ends_with('9'),
+        "{s}"
+    );
+    assert!(
+        line("train_loss").contains("float32[]") && line("train_loss").contains("0.71"),
+        "{s}"
+    );
     // Nesting is shown by indentation.
     assert!(line("Lif0.V").starts_with("    Lif0.V"), "{s}");
 }
@@ -74,7 +100,14 @@ fn inspect_a_native_file() {
 fn inspect_json_matches_independent_hashes() {
     let dir = tempfile::tempdir().unwrap();
     let p = write_native(dir.path(), "snn.ckpt", &tutorial_tree());
-    let out = cmd().args(["inspect", "--json"]).arg(&p).assert().success().get_output().stdout.clone();
+    let out = cmd()
+        .args(["inspect", "--json"])
+        .arg(&p)
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
     let doc: Value = serde_json::from_slice(&out).expect("one JSON document");
     let obj = doc.as_object().unwrap();
     assert_eq!(obj.keys().collect::<Vec<_>>(), ["format", "leaves"]);
@@ -83,10 +116,25 @@ fn inspect_json_matches_independent_hashes() {
     let paths: Vec<String> = leaves
         .iter()
         .map(|l| {
-            l["path"].as_array().unwrap().iter().map(|k| k.as_str().unwrap()).collect::<Vec<_>>().join("/")
+            l["path"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|k| k.as_str().unwrap())
+                .collect::<Vec<_>>()
+                .join("/")
         })
         .collect();
-    assert_eq!(paths, ["net/SNN0/SNN0.var", "net/Lif0/Lif0.V", "net/Lif0/Lif0.spike", "epoch_i", "train_loss"]);
+    assert_eq!(
+        paths,
+        [
+            "net/SNN0/SNN0.var",
+            "net/Lif0/Lif0.V",
+            "net/Lif0/Lif0.spike",
+            "epoch_i",
+            "train_loss"
+        ]
+    );
     let v = &leaves[1];
     assert_eq!(v["kind"], "tensor");
     assert_eq!(v["dtype"], "float32");
@@ -118,8 +166,22 @@ fn show_prints_numpy_style_and_summarises() {
         .assert()
         .success()
         .stdout(predicate::str::contains("array([False, False,"));
-    cmd().args(["show"]).arg(&p).arg("epoch_i").assert().success().stdout("epoch_i: int64[]\n9\n");
-    let out = cmd().args(["show"]).arg(&p).arg("big").assert().success().get_output().stdout.clone();
+    cmd()
+        .args(["show"])
+        .arg(&p)
+        .arg("epoch_i")
+        .assert()
+        .success()
+        .stdout("epoch_i: int64[]\n9\n");
+    let out = cmd()
+        .args(["show"])
+        .arg(&p)
+        .arg("big")
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
     let s = String::from_utf8(out).unwrap();
     // numpy 2.4: repr(np.arange(2560).reshape(256, 10).astype(np.float32))
     let numpy = "array([[0.000e+00, 1.000e+00, 2.000e+00, ..., 7.000e+00, 8.000e+00,
@@ -136,7 +198,15 @@ fn show_prints_numpy_style_and_summarises() {
        [2.550e+03, 2.551e+03, 2.552e+03, ..., 2.557e+03, 2.558e+03,
         2.559e+03]], shape=(256, 10), dtype=float32)";
     assert_eq!(s, format!("big: float32[256, 10]\n{numpy}\n"));
-    let full = cmd().args(["show", "--full"]).arg(&p).arg("big").assert().success().get_output().stdout.clone();
+    let full = cmd()
+        .args(["show", "--full"])
+        .arg(&p)
+        .arg("big")
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
     assert!(String::from_utf8(full).unwrap().lines().count() > 256);
     // A subtree prints its outline.
     cmd()
@@ -147,9 +217,20 @@ fn show_prints_numpy_style_and_summarises() {
         .success()
         .stdout(predicate::str::contains("Lif0.V").and(predicate::str::contains("Lif0.spike")));
     // A wrong path names what is there.
-    let out = cmd().args(["show"]).arg(&p).arg("net/Lif1").assert().code(1).get_output().stderr.clone();
+    let out = cmd()
+        .args(["show"])
+        .arg(&p)
+        .arg("net/Lif1")
+        .assert()
+        .code(1)
+        .get_output()
+        .stderr
+        .clone();
     let e = one_line(&out);
-    assert!(e.contains("no entry \"net/Lif1\"") && e.contains("SNN0, Dense0, Lif0"), "{e}");
+    assert!(
+        e.contains("no entry \"net/Lif1\"") && e.contains("SNN0, Dense0, Lif0"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -171,7 +252,13 @@ fn diff_reports_changes_and_exit_status() {
         }
     }
     let b = write_native(dir.path(), "b.ckpt", &t);
-    cmd().arg("diff").arg(&a).arg(&same).assert().code(0).stdout(predicate::str::starts_with("identical"));
+    cmd()
+        .arg("diff")
+        .arg(&a)
+        .arg(&same)
+        .assert()
+        .code(0)
+        .stdout(predicate::str::starts_with("identical"));
     cmd().arg("diff").arg(&a).arg(&b).assert().code(1).stdout(
         "- net/Dense0: {}\n\
          ~ net/Lif0/Lif0.V: float32[10], 1 of 10 elements differ, max |a-b| = 0.25\n\
@@ -181,7 +268,15 @@ fn diff_reports_changes_and_exit_status() {
          3 changed, 1 added, 1 removed\n",
     );
     // Trouble is 2, not 1 (which means "differ").
-    let out = cmd().arg("diff").arg(&a).arg(dir.path().join("nope.ckpt")).assert().code(2).get_output().stderr.clone();
+    let out = cmd()
+        .arg("diff")
+        .arg(&a)
+        .arg(dir.path().join("nope.ckpt"))
+        .assert()
+        .code(2)
+        .get_output()
+        .stderr
+        .clone();
     assert!(one_line(&out).contains("not found"));
 }
 
@@ -194,11 +289,23 @@ fn verify_and_convert_round_trip() {
         .arg(&a)
         .assert()
         .code(0)
-        .stdout(predicate::str::contains("structure valid, all 4 tensor checksums hold"));
+        .stdout(predicate::str::contains(
+            "structure valid, all 4 tensor checksums hold",
+        ));
     let b = dir.path().join("b.ckpt");
-    cmd().arg("convert").arg(&a).arg(&b).assert().success().stdout(predicate::str::contains("(native)"));
+    cmd()
+        .arg("convert")
+        .arg(&a)
+        .arg(&b)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("(native)"));
     cmd().arg("diff").arg(&a).arg(&b).assert().code(0);
-    assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap(), "same tree, same bytes");
+    assert_eq!(
+        std::fs::read(&a).unwrap(),
+        std::fs::read(&b).unwrap(),
+        "same tree, same bytes"
+    );
 }
 
 #[test]
@@ -207,38 +314,91 @@ fn bit_flips_truncation_and_garbage_in_native_files() {
     let a = write_native(dir.path(), "a.ckpt", &tutorial_tree());
     let bytes = std::fs::read(&a).unwrap();
     let pattern: Vec<u8> = (1..=10).flat_map(|i| (i as f32).to_le_bytes()).collect();
-    let at = bytes.windows(pattern.len()).position(|w| w == pattern).expect("Lif0.V payload in the file");
+    let at = bytes
+        .windows(pattern.len())
+        .position(|w| w == pattern)
+        .expect("Lif0.V payload in the file");
 
     let mut flipped = bytes.clone();
     flipped[at + 5] ^= 0x10;
     let f = dir.path().join("flipped.ckpt");
     std::fs::write(&f, &flipped).unwrap();
     for sub in ["verify", "inspect"] {
-        let out = cmd().arg(sub).arg(&f).assert().code(1).get_output().stderr.clone();
+        let out = cmd()
+            .arg(sub)
+            .arg(&f)
+            .assert()
+            .code(1)
+            .get_output()
+            .stderr
+            .clone();
         let e = one_line(&out);
-        assert!(e.contains("fails its CRC32C") && e.contains("flipped.ckpt"), "{sub}: {e}");
+        assert!(
+            e.contains("fails its CRC32C") && e.contains("flipped.ckpt"),
+            "{sub}: {e}"
+        );
     }
-    assert!(String::from_utf8_lossy(&cmd().arg("verify").arg(&f).output().unwrap().stderr).starts_with("brainstate: FAILED: "));
+    assert!(
+        String::from_utf8_lossy(&cmd().arg("verify").arg(&f).output().unwrap().stderr)
+            .starts_with("brainstate: FAILED: ")
+    );
 
     let t = dir.path().join("truncated.ckpt");
     std::fs::write(&t, &bytes[..bytes.len() / 2]).unwrap();
-    let out = cmd().arg("verify").arg(&t).assert().code(1).get_output().stderr.clone();
+    let out = cmd()
+        .arg("verify")
+        .arg(&t)
+        .assert()
+        .code(1)
+        .get_output()
+        .stderr
+        .clone();
     assert!(one_line(&out).contains("truncated"), "{}", one_line(&out));
 
     let g = dir.path().join("garbage.ckpt");
-    let garbage: Vec<u8> = (0..4000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    let garbage: Vec<u8> = (0..4000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
     std::fs::write(&g, garbage).unwrap();
-    let out = cmd().arg("inspect").arg(&g).assert().code(1).get_output().stderr.clone();
+    let out = cmd()
+        .arg("inspect")
+        .arg(&g)
+        .assert()
+        .code(1)
+        .get_output()
+        .stderr
+        .clone();
     assert!(one_line(&out).contains("not a checkpoint in any known format"));
 
     let e = dir.path().join("empty.ckpt");
     std::fs::write(&e, b"").unwrap();
-    let out = cmd().arg("verify").arg(&e).assert().code(1).get_output().stderr.clone();
+    let out = cmd()
+        .arg("verify")
+        .arg(&e)
+        .assert()
+        .code(1)
+        .get_output()
+        .stderr
+        .clone();
     assert!(one_line(&out).contains("empty file"));
 
-    let out = cmd().arg("inspect").arg(dir.path()).assert().code(1).get_output().stderr.clone();
+    let out = cmd()
+        .arg("inspect")
+        .arg(dir.path())
+        .assert()
+        .code(1)
+        .get_output()
+        .stderr
+        .clone();
     assert!(one_line(&out).contains("not a regular file"));
-    let out = cmd().arg("verify").arg(dir.path().join("missing.ckpt")).assert().code(1).get_output().stderr.clone();
+    let out = cmd()
+        .arg("verify")
+        .arg(dir.path().join("missing.ckpt"))
+        .assert()
+        .code(1)
+        .get_output()
+        .stderr
+        .clone();
     assert!(one_line(&out).contains("not found"));
 
     // Every single-byte flip of the header region gives a clean error or a verified file,
@@ -261,14 +421,26 @@ fn bit_flips_truncation_and_garbage_in_native_files() {
 #[test]
 fn usage_errors_are_clap_errors() {
     cmd().assert().code(2).stderr(predicate::str::contains("Usage"));
-    cmd().args(["convert", "a", "b", "--to", "hdf5"]).assert().code(2).stderr(predicate::str::contains("hdf5"));
+    cmd()
+        .args(["convert", "a", "b", "--to", "hdf5"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("hdf5"));
 }
 
 #[test]
 fn brainpy_fixtures_inspect_like_their_descriptions() {
     for name in ["ex1_save_state.bp", "ex2_training_ckpt.bp"] {
-        let desc: Value = serde_json::from_slice(&std::fs::read(fixture(&format!("{name}.json"))).unwrap()).unwrap();
-        let out = cmd().args(["inspect", "--json"]).arg(fixture(name)).assert().success().get_output().stdout.clone();
+        let desc: Value =
+            serde_json::from_slice(&std::fs::read(fixture(&format!("{name}.json"))).unwrap()).unwrap();
+        let out = cmd()
+            .args(["inspect", "--json"])
+            .arg(fixture(name))
+            .assert()
+            .success()
+            .get_output()
+            .stdout
+            .clone();
         let doc: Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(doc["format"], "bp");
         // Every array leaf of the description is there with the same dtype, shape and hash.
@@ -279,7 +451,10 @@ fn brainpy_fixtures_inspect_like_their_descriptions() {
                 continue;
             }
             n += 1;
-            let mine = ours.iter().find(|m| m["path"] == l["path"]).unwrap_or_else(|| panic!("{name}: {}", l["path"]));
+            let mine = ours
+                .iter()
+                .find(|m| m["path"] == l["path"])
+                .unwrap_or_else(|| panic!("{name}: {}", l["path"]));
             assert_eq!(mine["dtype"], l["dtype"], "{name} {}", l["path"]);
             assert_eq!(mine["shape"], l["shape"], "{name} {}", l["path"]);
             assert_eq!(mine["sha256"], l["sha256"], "{name} {}", l["path"]);
@@ -292,9 +467,19 @@ fn brainpy_fixtures_inspect_like_their_descriptions() {
             .code(0)
             .stdout(predicate::str::contains("bp format").and(predicate::str::contains("no checksums")));
     }
-    let out = cmd().arg("inspect").arg(fixture("ex2_training_ckpt.bp")).assert().success().get_output().stdout.clone();
+    let out = cmd()
+        .arg("inspect")
+        .arg(fixture("ex2_training_ckpt.bp"))
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
     let s = String::from_utf8(out).unwrap();
-    assert!(s.contains("format: bp (BrainPy checkpoint (Flax msgpack), no version field)"), "{s}");
+    assert!(
+        s.contains("format: bp (BrainPy checkpoint (Flax msgpack), no version field)"),
+        "{s}"
+    );
     assert!(s.contains("checksums: none in this format"), "{s}");
     cmd()
         .args(["show"])
@@ -309,11 +494,32 @@ fn brainpy_fixtures_inspect_like_their_descriptions() {
 fn brainpy_fixture_converts_to_native_and_back() {
     let dir = tempfile::tempdir().unwrap();
     let n = dir.path().join("snn.ckpt");
-    cmd().arg("convert").arg(fixture("ex2_training_ckpt.bp")).arg(&n).assert().success();
-    cmd().arg("verify").arg(&n).assert().code(0).stdout(predicate::str::contains("checksums hold"));
-    cmd().arg("diff").arg(fixture("ex2_training_ckpt.bp")).arg(&n).assert().code(0);
+    cmd()
+        .arg("convert")
+        .arg(fixture("ex2_training_ckpt.bp"))
+        .arg(&n)
+        .assert()
+        .success();
+    cmd()
+        .arg("verify")
+        .arg(&n)
+        .assert()
+        .code(0)
+        .stdout(predicate::str::contains("checksums hold"));
+    cmd()
+        .arg("diff")
+        .arg(fixture("ex2_training_ckpt.bp"))
+        .arg(&n)
+        .assert()
+        .code(0);
     let back = dir.path().join("back.bp");
-    cmd().arg("convert").arg(&n).arg(&back).assert().success().stdout(predicate::str::contains("(bp)"));
+    cmd()
+        .arg("convert")
+        .arg(&n)
+        .arg(&back)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("(bp)"));
     assert_eq!(
         std::fs::read(&back).unwrap(),
         std::fs::read(fixture("ex2_training_ckpt.bp")).unwrap(),
@@ -321,8 +527,19 @@ fn brainpy_fixture_converts_to_native_and_back() {
     );
     // --to wins over the extension.
     let odd = dir.path().join("odd.bp");
-    cmd().arg("convert").arg(&n).arg(&odd).args(["--to", "native"]).assert().success();
-    cmd().arg("inspect").arg(&odd).assert().success().stdout(predicate::str::contains("format: native"));
+    cmd()
+        .arg("convert")
+        .arg(&n)
+        .arg(&odd)
+        .args(["--to", "native"])
+        .assert()
+        .success();
+    cmd()
+        .arg("inspect")
+        .arg(&odd)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("format: native"));
 }
 
 #[test]
@@ -330,13 +547,25 @@ fn broken_brainpy_files() {
     let bad = |n: &str| fixture(&format!("bad/ex2_training_ckpt.{n}.bp"));
     for n in ["garbage", "truncated", "len_flip"] {
         for sub in ["verify", "inspect"] {
-            let out = cmd().arg(sub).arg(bad(n)).assert().code(1).get_output().stderr.clone();
+            let out = cmd()
+                .arg(sub)
+                .arg(bad(n))
+                .assert()
+                .code(1)
+                .get_output()
+                .stderr
+                .clone();
             let e = one_line(&out);
             assert!(e.contains(&format!("ex2_training_ckpt.{n}.bp")), "{n} {sub}: {e}");
         }
     }
     // A flipped data byte cannot be detected (BrainPy's format has no checksum), but diff finds it.
-    cmd().arg("verify").arg(bad("data_flip")).assert().code(0).stdout(predicate::str::contains("no checksums"));
+    cmd()
+        .arg("verify")
+        .arg(bad("data_flip"))
+        .assert()
+        .code(0)
+        .stdout(predicate::str::contains("no checksums"));
     cmd()
         .arg("diff")
         .arg(fixture("ex2_training_ckpt.bp"))
