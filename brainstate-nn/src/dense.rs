@@ -1,0 +1,476 @@
+//! `Dense` (= BrainPy's `bp.dnn.Linear`): `y = x @ W + b`.
+
+use crate::error::{NnError, Result};
+use crate::init::Init;
+use crate::layer::{check_input, f32_ref, label_of, Layer, ParamVisitor, Record};
+use crate::mode::Mode;
+use crate::signal::{Events, EventsRef, Signal};
+use brainstate_core::{NodeName, Variable};
+use ndarray::linalg::general_mat_mul;
+use ndarray::{Array1, Array2, ArrayView2, ArrayViewMut2};
+
+/// Inputs with at most this fraction of nonzeros go through the event path (a spike adds a row of
+/// weights); denser ones through the matrix multiply.
+const SPARSE_FRACTION: usize = 8; // 1/8
+
+#[derive(Clone, Copy, Debug)]
+enum TapeStep {
+    Events { ptr: usize, binary: bool },
+    Dense { start: usize },
+}
+
+/// What a Dense layer keeps of its inputs for backward.
+#[derive(Clone, Debug, Default)]
+struct DenseTape {
+    steps: Vec<TapeStep>,
+    row_ptr: Vec<usize>,
+    idx: Vec<u32>,
+    val: Vec<f32>,
+    dense: Vec<f32>,
+}
+
+impl DenseTape {
+    fn clear(&mut self) {
+        self.steps.clear();
+        self.row_ptr.clear();
+        self.idx.clear();
+        self.val.clear();
+        self.dense.clear();
+    }
+
+    fn push(&mut self, sig: &Signal<'_>) {
+        match sig {
+            Signal::Dense(x) => {
+                self.steps.push(TapeStep::Dense {
+                    start: self.dense.len(),
+                });
+                self.dense.extend_from_slice(x);
+            }
+            Signal::Events(e) => {
+                let ptr = self.row_ptr.len();
+                let (base, first) = (self.idx.len(), e.row_ptr[0]);
+                self.row_ptr.extend(e.row_ptr.iter().map(|p| base + (p - first)));
+                let (lo, hi) = (first, *e.row_ptr.last().unwrap_or(&first));
+                self.idx.extend_from_slice(&e.idx[lo..hi]);
+                match e.val {
+                    Some(v) => self.val.extend_from_slice(&v[lo..hi]),
+                    None => self.val.extend(std::iter::repeat_n(1.0, hi - lo)),
+                }
+                self.steps.push(TapeStep::Events {
+                    ptr,
+                    binary: e.val.is_none(),
+                });
+            }
+        }
+    }
+
+    fn get(&self, t: usize, rows: usize, cols: usize) -> Option<Signal<'_>> {
+        match *self.steps.get(t)? {
+            TapeStep::Dense { start } => Some(Signal::Dense(&self.dense[start..start + rows * cols])),
+            TapeStep::Events { ptr, binary } => Some(Signal::Events(EventsRef {
+                row_ptr: &self.row_ptr[ptr..ptr + rows + 1],
+                idx: &self.idx,
+                val: if binary { None } else { Some(&self.val) },
+                cols,
+            })),
+        }
+    }
+}
+
+/// A fully connected layer, BrainPy's `bp.dnn.Dense` / `bp.dnn.Linear` (type name `Dense`).
+///
+/// `W` has shape `(num_in, num_out)`, `b` `(num_out,)` (absent without bias). In training mode
+/// they are trainable variables saved as `Dense0.W`, `Dense0.b`; otherwise constants, so the
+/// layer saves `{}` as BrainPy's. Spiking inputs are handled as events: each active input adds
+/// its row of `W`, silent inputs cost nothing.
+#[derive(brainstate_derive::Stateful)]
+#[stateful(crate = "brainstate_core", type_name = "Dense")]
+pub struct Dense {
+    #[stateful(name)]
+    name: NodeName,
+    #[stateful(rename = "W")]
+    w: Option<Variable>,
+    b: Option<Variable>,
+    fixed_w: Array2<f32>,
+    fixed_b: Option<Array1<f32>>,
+    num_in: usize,
+    num_out: usize,
+    mode: Mode,
+    out: Vec<f32>,
+    scan: Events,
+    tape: DenseTape,
+    grad_w: Vec<f32>,
+    grad_b: Vec<f32>,
+    d_in: Vec<f32>,
+}
+
+impl Dense {
+    /// BrainPy's defaults: `W_initializer=XavierNormal()`, `b_initializer=ZeroInit()`.
+    pub fn new(num_in: usize, num_out: usize, mode: Mode, rng: &mut dyn rand::RngCore) -> Result<Dense> {
+        Dense::with_init(
+            num_in,
+            num_out,
+            Init::xavier_normal(1.0),
+            Some(Init::Zeros),
+            mode,
+            rng,
+        )
+    }
+
+    /// With given initializers; `b_init = None` means no bias.
+    pub fn with_init(
+        num_in: usize,
+        num_out: usize,
+        w_init: Init,
+        b_init: Option<Init>,
+        mode: Mode,
+        rng: &mut dyn rand::RngCore,
+    ) -> Result<Dense> {
+        for (name, v) in [("num_in", num_in), ("num_out", num_out)] {
+            if v == 0 {
+                return Err(NnError::Param {
+                    layer: "Dense".into(),
+                    name: name.into(),
+                    value: "0".into(),
+                    reason: "a layer needs at least one feature".into(),
+                });
+            }
+        }
+        let w = w_init
+            .sample(&[num_in, num_out], rng)?
+            .into_dimensionality::<ndarray::Ix2>()
+            .expect("2-d shape");
+        let b = match b_init {
+            Some(init) => Some(
+                init.sample(&[num_out], rng)?
+                    .into_dimensionality::<ndarray::Ix1>()
+                    .expect("1-d shape"),
+            ),
+            None => None,
+        };
+        Ok(Dense::from_arrays(w, b, mode))
+    }
+
+    /// From given weights `(num_in, num_out)` and optional bias `(num_out,)` (panics never: a
+    /// bias of the wrong length is dropped into an error by [`Dense::try_from_arrays`]).
+    fn from_arrays(w: Array2<f32>, b: Option<Array1<f32>>, mode: Mode) -> Dense {
+        let (num_in, num_out) = w.dim();
+        let training = mode.is_training();
+        Dense {
+            name: NodeName::auto(),
+            w: training.then(|| Variable::trainable(w.clone())),
+            b: if training {
+                b.clone().map(Variable::trainable)
+            } else {
+                None
+            },
+            fixed_w: if training { Array2::zeros((0, 0)) } else { w },
+            fixed_b: if training { None } else { b },
+            num_in,
+            num_out,
+            mode,
+            out: Vec::new(),
+            scan: Events::default(),
+            tape: DenseTape::default(),
+            grad_w: vec![0.0; if training { num_in * num_out } else { 0 }],
+            grad_b: vec![0.0; num_out],
+            d_in: Vec::new(),
+        }
+    }
+
+    /// From given weights; an error if the bias length is not `num_out` or a size is 0.
+    pub fn try_from_arrays(w: Array2<f32>, b: Option<Array1<f32>>, mode: Mode) -> Result<Dense> {
+        let (num_in, num_out) = w.dim();
+        if num_in == 0 || num_out == 0 {
+            return Err(NnError::Param {
+                layer: "Dense".into(),
+                name: "W".into(),
+                value: format!("shape {:?}", w.dim()),
+                reason: "a layer needs at least one feature".into(),
+            });
+        }
+        if let Some(b) = &b {
+            if b.len() != num_out {
+                return Err(NnError::Param {
+                    layer: "Dense".into(),
+                    name: "b".into(),
+                    value: format!("shape [{}]", b.len()),
+                    reason: format!("the bias needs {num_out} values, one per output"),
+                });
+            }
+        }
+        Ok(Dense::from_arrays(w.as_standard_layout().into_owned(), b, mode))
+    }
+
+    /// Gives the layer a name (must be an identifier).
+    pub fn named(mut self, name: &str) -> Result<Dense> {
+        self.name = NodeName::new(name)?;
+        Ok(self)
+    }
+
+    /// True when the layer has a bias.
+    pub fn has_bias(&self) -> bool {
+        self.b.is_some() || self.fixed_b.is_some()
+    }
+
+    /// The weights `(num_in, num_out)`.
+    pub fn weight(&self) -> Result<ArrayView2<'_, f32>> {
+        let w = self.w_slice()?;
+        Ok(ArrayView2::from_shape((self.num_in, self.num_out), w).expect("checked shape"))
+    }
+
+    /// The accumulated gradient of `W` (training mode), `(num_in, num_out)`.
+    pub fn grad_w(&self) -> ArrayView2<'_, f32> {
+        ArrayView2::from_shape((self.num_in, self.num_out), &self.grad_w[..])
+            .unwrap_or_else(|_| ArrayView2::from_shape((0, 0), &[]).expect("empty"))
+    }
+
+    /// The accumulated gradient of `b`.
+    pub fn grad_b(&self) -> &[f32] {
+        &self.grad_b
+    }
+
+    fn w_slice(&self) -> Result<&[f32]> {
+        w_of(&self.w, &self.fixed_w, &self.name, self.num_in, self.num_out)
+    }
+}
+
+fn w_of<'a>(
+    w: &'a Option<Variable>,
+    fixed: &'a Array2<f32>,
+    name: &NodeName,
+    n_in: usize,
+    n_out: usize,
+) -> Result<&'a [f32]> {
+    let s = match w {
+        Some(v) => f32_ref(v, name, "Dense", "W")?,
+        None => fixed.as_slice().unwrap_or(&[]),
+    };
+    if s.len() != n_in * n_out {
+        return Err(NnError::Variable {
+            key: format!("{}.W", label_of(name, "Dense")),
+            expected: format!("{} values ({n_in} x {n_out})", n_in * n_out),
+            found: format!("{} values", s.len()),
+        });
+    }
+    Ok(s)
+}
+
+fn b_of<'a>(
+    b: &'a Option<Variable>,
+    fixed: &'a Option<Array1<f32>>,
+    name: &NodeName,
+    n_out: usize,
+) -> Result<Option<&'a [f32]>> {
+    let s = match (b, fixed) {
+        (Some(v), _) => Some(f32_ref(v, name, "Dense", "b")?),
+        (None, Some(b)) => b.as_slice(),
+        _ => None,
+    };
+    if let Some(s) = s {
+        if s.len() != n_out {
+            return Err(NnError::Variable {
+                key: format!("{}.b", label_of(name, "Dense")),
+                expected: format!("{n_out} values"),
+                found: format!("{} values", s.len()),
+            });
+        }
+    }
+    Ok(s)
+}
+
+/// `out[b, :] += val * w[i, :]` for every event `(b, i, val)`.
+fn add_rows(out: &mut [f32], n_out: usize, e: &EventsRef<'_>, w: &[f32]) {
+    for (b, o) in out.chunks_exact_mut(n_out).enumerate().take(e.rows()) {
+        for k in e.row_ptr[b]..e.row_ptr[b + 1] {
+            let i = e.idx[k] as usize;
+            let wr = &w[i * n_out..(i + 1) * n_out];
+            match e.val {
+                None => o.iter_mut().zip(wr).for_each(|(o, w)| *o += w),
+                Some(v) => {
+                    let s = v[k];
+                    o.iter_mut().zip(wr).for_each(|(o, w)| *o += s * w)
+                }
+            }
+        }
+    }
+}
+
+/// `gw[i, :] += val * d[b, :]` for every event `(b, i, val)`.
+fn add_outer(gw: &mut [f32], n_out: usize, e: &EventsRef<'_>, d: &[f32]) {
+    for b in 0..e.rows() {
+        let dr = &d[b * n_out..(b + 1) * n_out];
+        for k in e.row_ptr[b]..e.row_ptr[b + 1] {
+            let i = e.idx[k] as usize;
+            let g = &mut gw[i * n_out..(i + 1) * n_out];
+            match e.val {
+                None => g.iter_mut().zip(dr).for_each(|(g, d)| *g += d),
+                Some(v) => {
+                    let s = v[k];
+                    g.iter_mut().zip(dr).for_each(|(g, d)| *g += s * d)
+                }
+            }
+        }
+    }
+}
+
+impl Layer for Dense {
+    fn num_in(&self) -> usize {
+        self.num_in
+    }
+    fn num_out(&self) -> usize {
+        self.num_out
+    }
+    fn mode(&self) -> Mode {
+        self.mode
+    }
+    fn reset(&mut self, batch_size: usize) {
+        self.mode = self.mode.with_batch_size(batch_size);
+    }
+
+    fn step(&mut self, _dt: f32, input: Signal<'_>, record: Record) -> Result<&[f32]> {
+        let Dense {
+            name,
+            w,
+            b,
+            fixed_w,
+            fixed_b,
+            num_in,
+            num_out,
+            out,
+            scan,
+            tape,
+            ..
+        } = self;
+        let (n_in, n_out) = (*num_in, *num_out);
+        let rows = check_input(&input, n_in, None, || label_of(name, "Dense"))?;
+        if out.len() != rows * n_out {
+            out.resize(rows * n_out, 0.0);
+        }
+        match b_of(b, fixed_b, name, n_out)? {
+            Some(b) => out.chunks_exact_mut(n_out).for_each(|r| r.copy_from_slice(b)),
+            None => out.fill(0.0),
+        }
+        let w = w_of(w, fixed_w, name, n_in, n_out)?;
+        let sig = match input {
+            Signal::Events(e) => {
+                add_rows(out, n_out, &e, w);
+                input
+            }
+            Signal::Dense(x) => {
+                if scan.collect(x, n_in, x.len() / SPARSE_FRACTION) {
+                    add_rows(out, n_out, &scan.view(), w);
+                    Signal::Events(scan.view())
+                } else {
+                    let xv = ArrayView2::from_shape((rows, n_in), x).expect("checked shape");
+                    let wv = ArrayView2::from_shape((n_in, n_out), w).expect("checked shape");
+                    let mut ov = ArrayViewMut2::from_shape((rows, n_out), &mut out[..]).expect("shape");
+                    general_mat_mul(1.0, &xv, &wv, 1.0, &mut ov);
+                    input
+                }
+            }
+        };
+        if record == Record::Tape {
+            tape.push(&sig);
+        }
+        Ok(out)
+    }
+
+    fn begin_tape(&mut self, _num_steps: usize) {
+        self.tape.clear();
+    }
+
+    fn begin_backward(&mut self) {}
+
+    fn zero_grad(&mut self) {
+        self.grad_w.fill(0.0);
+        self.grad_b.fill(0.0);
+    }
+
+    fn backward(
+        &mut self,
+        _dt: f32,
+        t: usize,
+        input: Option<Signal<'_>>,
+        d_out: &[f32],
+        want_d_in: bool,
+    ) -> Result<&[f32]> {
+        if !self.mode.is_training() {
+            return Err(NnError::Mode {
+                what: "backward".into(),
+                layer: label_of(&self.name, "Dense"),
+                needed: "training".into(),
+                found: self.mode.to_string(),
+            });
+        }
+        let (n_in, n_out) = (self.num_in, self.num_out);
+        let rows = d_out.len() / n_out;
+        for r in d_out.chunks_exact(n_out) {
+            self.grad_b.iter_mut().zip(r).for_each(|(g, d)| *g += d);
+        }
+        let Dense {
+            name,
+            scan,
+            tape,
+            grad_w,
+            ..
+        } = self;
+        let sig = match input {
+            Some(s) => s,
+            None => tape.get(t, rows, n_in).ok_or_else(|| NnError::Mode {
+                what: format!("backward of step {t}"),
+                layer: label_of(name, "Dense"),
+                needed: "a recorded forward step".into(),
+                found: format!("{} recorded steps", tape.steps.len()),
+            })?,
+        };
+        let sig = match sig {
+            Signal::Dense(x) if scan.collect(x, n_in, x.len() / SPARSE_FRACTION) => {
+                Signal::Events(scan.view())
+            }
+            s => s,
+        };
+        match sig {
+            Signal::Events(e) => add_outer(grad_w, n_out, &e, d_out),
+            Signal::Dense(x) => {
+                let xv = ArrayView2::from_shape((rows, n_in), x).map_err(|_| NnError::BatchSize {
+                    layer: label_of(name, "Dense"),
+                    expected: x.len() / n_in.max(1),
+                    found: rows,
+                })?;
+                let dv = ArrayView2::from_shape((rows, n_out), d_out).expect("shape");
+                let mut gv = ArrayViewMut2::from_shape((n_in, n_out), &mut grad_w[..]).expect("shape");
+                general_mat_mul(1.0, &xv.t(), &dv, 1.0, &mut gv);
+            }
+        }
+        if !want_d_in {
+            return Ok(&[]);
+        }
+        if self.d_in.len() != rows * n_in {
+            self.d_in.resize(rows * n_in, 0.0);
+        }
+        let w = match &self.w {
+            Some(v) => f32_ref(v, &self.name, "Dense", "W")?,
+            None => &[][..],
+        };
+        let wv = ArrayView2::from_shape((n_in, n_out), w).map_err(|_| NnError::Variable {
+            key: format!("{}.W", label_of(&self.name, "Dense")),
+            expected: format!("{n_in} x {n_out}"),
+            found: format!("{} values", w.len()),
+        })?;
+        let dv = ArrayView2::from_shape((rows, n_out), d_out).expect("shape");
+        let mut iv = ArrayViewMut2::from_shape((rows, n_in), &mut self.d_in[..]).expect("shape");
+        general_mat_mul(1.0, &dv, &wv.t(), 0.0, &mut iv);
+        Ok(&self.d_in)
+    }
+
+    fn visit_params(&mut self, f: &mut ParamVisitor<'_>) {
+        let name = label_of(&self.name, "Dense");
+        if let Some(w) = &mut self.w {
+            f(&name, "W", w, &self.grad_w);
+        }
+        if let Some(b) = &mut self.b {
+            f(&name, "b", b, &self.grad_b);
+        }
+    }
+}

@@ -1,0 +1,620 @@
+//! `Lif`, `Expon` and `Integrator`: BrainPy's exponential-Euler dynamics.
+
+use crate::error::{NnError, Result};
+use crate::layer::{check_input, f32_mut, label_of, Layer, ParamVisitor, Record};
+use crate::mode::Mode;
+use crate::signal::Signal;
+#[allow(unused_imports)]
+use crate::surrogate::with_grad;
+use crate::surrogate::Surrogate;
+use brainstate_core::{NodeName, Variable};
+use ndarray::{Array1, Array2};
+
+/// `dt * phi1(-dt/tau)` of BrainPy's exponential Euler (`phi1(z) = (e^z - 1)/z`), rounded to f32
+/// once. The update of `tau dx/dt = target - x` is `x + c * ((target - x) / tau)`.
+fn exp_euler_c(dt: f32, tau: f32) -> f32 {
+    let z = -(dt as f64) / (tau as f64);
+    let phi = if z == 0.0 { 1.0 } else { z.exp_m1() / z };
+    (dt as f64 * phi) as f32
+}
+
+fn check_tau(layer: &str, tau: f32) -> Result<()> {
+    if tau.is_finite() && tau > 0.0 {
+        Ok(())
+    } else {
+        Err(NnError::Param {
+            layer: layer.into(),
+            name: "tau".into(),
+            value: tau.to_string(),
+            reason: "a time constant must be finite and > 0".into(),
+        })
+    }
+}
+
+fn check_size(layer: &str, n: usize) -> Result<()> {
+    if n == 0 {
+        return Err(NnError::Param {
+            layer: layer.into(),
+            name: "size".into(),
+            value: "0".into(),
+            reason: "a layer needs at least one neuron".into(),
+        });
+    }
+    Ok(())
+}
+
+/// A state variable of `n` per sample for `mode`: `(n,)` without batch axis, `(batch, n)` with
+/// batch axis 0 otherwise.
+fn state_var(mode: Mode, n: usize, value: f32) -> Variable {
+    if mode.is_batching() {
+        Variable::new(Array2::from_elem((mode.batch_size(), n), value)).with_batch_axis(0)
+    } else {
+        Variable::new(Array1::from_elem(n, value))
+    }
+}
+
+fn spike_var(mode: Mode, n: usize) -> Variable {
+    match (mode.is_training(), mode.is_batching()) {
+        (true, _) => Variable::new(Array2::<f32>::zeros((mode.batch_size(), n))).with_batch_axis(0),
+        (false, true) => Variable::new(Array2::from_elem((mode.batch_size(), n), false)).with_batch_axis(0),
+        (false, false) => Variable::new(Array1::from_elem(n, false)),
+    }
+}
+
+/// Re-initialises a state variable for `mode`, in place when the shape is unchanged.
+fn reset_var(var: &mut Variable, mode: Mode, n: usize, value: f32) {
+    let want: &[usize] = if mode.is_batching() {
+        &[mode.batch_size(), n]
+    } else {
+        &[n]
+    };
+    if var.shape() == want && var.batch_axis() == mode.is_batching().then_some(0) {
+        if let Ok(mut a) = var.array_mut::<f32>() {
+            a.fill(value);
+            return;
+        }
+    }
+    *var = state_var(mode, n, value);
+}
+
+/// How the Lif membrane is reset after a spike in training mode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum SpikeReset {
+    /// `V <- V - (V_th - V_reset) * spike` (BrainPy's default `'soft'`).
+    #[default]
+    Soft,
+    /// `V <- V + (V_reset - V) * spike`.
+    Hard,
+}
+
+/// Parameters of [`Lif`], with BrainPy's defaults.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LifParams {
+    /// Resting potential (0).
+    pub v_rest: f32,
+    /// Reset potential (-5).
+    pub v_reset: f32,
+    /// Threshold (20).
+    pub v_th: f32,
+    /// Membrane resistance (1).
+    pub r: f32,
+    /// Membrane time constant in ms (10).
+    pub tau: f32,
+    /// Initial potential after a reset (`V_initializer=ZeroInit()`: 0).
+    pub v_init: f32,
+    /// Surrogate spike function (`InvSquareGrad(alpha=100)`).
+    pub surrogate: Surrogate,
+    /// Reset kind in training mode (soft); outside training the reset is always hard.
+    pub spk_reset: SpikeReset,
+    /// `detach_spk`: no gradient flows through the spike inside the reset term.
+    pub detach_spk: bool,
+}
+
+impl Default for LifParams {
+    fn default() -> Self {
+        LifParams {
+            v_rest: 0.0,
+            v_reset: -5.0,
+            v_th: 20.0,
+            r: 1.0,
+            tau: 10.0,
+            v_init: 0.0,
+            surrogate: Surrogate::default(),
+            spk_reset: SpikeReset::Soft,
+            detach_spk: false,
+        }
+    }
+}
+
+/// Leaky integrate-and-fire neurons, BrainPy's `bp.dyn.Lif`: variables `V` and `spike`.
+///
+/// Step: `V' = V + c ((-V + V_rest + R I) / tau)` (exponential Euler), `spike = H(V' - V_th)`,
+/// then the reset. Training mode: spikes are f32 and the reset is soft or hard as configured;
+/// otherwise spikes are bool and the reset is hard to `V_reset`.
+#[derive(brainstate_derive::Stateful)]
+#[stateful(crate = "brainstate_core", type_name = "Lif")]
+pub struct Lif {
+    #[stateful(name)]
+    name: NodeName,
+    #[stateful(rename = "V")]
+    v: Variable,
+    spike: Variable,
+    params: LifParams,
+    size: usize,
+    mode: Mode,
+    out: Vec<f32>,
+    dense_in: Vec<f32>,
+    tape: Vec<f32>,
+    vp_buf: Vec<f32>,
+    carry: Vec<f32>,
+    d_in: Vec<f32>,
+}
+
+impl Lif {
+    /// `size` neurons with `params` in `mode`.
+    pub fn new(size: usize, params: LifParams, mode: Mode) -> Result<Lif> {
+        check_size("Lif", size)?;
+        check_tau("Lif", params.tau)?;
+        for (name, v) in [
+            ("V_rest", params.v_rest),
+            ("V_reset", params.v_reset),
+            ("V_th", params.v_th),
+            ("R", params.r),
+            ("V_init", params.v_init),
+        ] {
+            if !v.is_finite() {
+                return Err(NnError::Param {
+                    layer: "Lif".into(),
+                    name: name.into(),
+                    value: v.to_string(),
+                    reason: "must be finite".into(),
+                });
+            }
+        }
+        Ok(Lif {
+            name: NodeName::auto(),
+            v: state_var(mode, size, params.v_init),
+            spike: spike_var(mode, size),
+            params,
+            size,
+            mode,
+            out: vec![0.0; mode.batch_size() * size],
+            dense_in: Vec::new(),
+            tape: Vec::new(),
+            vp_buf: Vec::new(),
+            carry: Vec::new(),
+            d_in: Vec::new(),
+        })
+    }
+
+    /// Gives the layer a name (must be an identifier).
+    pub fn named(mut self, name: &str) -> Result<Lif> {
+        self.name = NodeName::new(name)?;
+        Ok(self)
+    }
+
+    /// The parameters.
+    pub fn params(&self) -> &LifParams {
+        &self.params
+    }
+
+    /// The membrane potential variable `V`.
+    pub fn v(&self) -> &Variable {
+        &self.v
+    }
+
+    /// The spike variable.
+    pub fn spike(&self) -> &Variable {
+        &self.spike
+    }
+
+    /// Pre-reset potentials recorded at step `t` (training), `batch * size` values.
+    pub fn recorded_v_pre(&self, t: usize) -> Option<&[f32]> {
+        let n = self.out.len();
+        self.tape.get(t * n..(t + 1) * n)
+    }
+}
+
+impl Layer for Lif {
+    fn num_in(&self) -> usize {
+        self.size
+    }
+    fn num_out(&self) -> usize {
+        self.size
+    }
+    fn mode(&self) -> Mode {
+        self.mode
+    }
+    fn reset(&mut self, batch_size: usize) {
+        self.mode = self.mode.with_batch_size(batch_size);
+        reset_var(&mut self.v, self.mode, self.size, self.params.v_init);
+        let fresh = spike_var(self.mode, self.size);
+        if self.spike.shape() == fresh.shape() && self.spike.dtype() == fresh.dtype() {
+            let _ = self.spike.array_mut::<f32>().map(|mut a| a.fill(0.0));
+            let _ = self.spike.array_mut::<bool>().map(|mut a| a.fill(false));
+        } else {
+            self.spike = fresh;
+        }
+        let n = self.mode.batch_size() * self.size;
+        self.out.clear();
+        self.out.resize(n, 0.0);
+    }
+
+    fn step(&mut self, dt: f32, input: Signal<'_>, record: Record) -> Result<&[f32]> {
+        let Lif {
+            name,
+            v,
+            spike,
+            params: p,
+            size,
+            mode,
+            out,
+            dense_in,
+            tape,
+            vp_buf,
+            ..
+        } = self;
+        let v = f32_mut(v, name, "Lif", "V")?;
+        let batch = v.len() / *size;
+        check_input(&input, *size, Some(batch), || label_of(name, "Lif"))?;
+        let i: &[f32] = match input {
+            Signal::Dense(x) => x,
+            Signal::Events(e) => {
+                dense_in.resize(e.rows() * e.cols, 0.0);
+                e.densify(dense_in);
+                dense_in
+            }
+        };
+        out.resize(v.len(), 0.0);
+        let c = exp_euler_c(dt, p.tau);
+        let k = c / p.tau;
+        let (v_rest, r, v_th, v_reset) = (p.v_rest, p.r, p.v_th, p.v_reset);
+        // Pre-reset potentials go straight into the tape when recording.
+        let base = tape.len();
+        let vp: &mut [f32] = if record != Record::Off {
+            tape.resize(base + v.len(), 0.0);
+            &mut tape[base..]
+        } else {
+            vp_buf.resize(v.len(), 0.0);
+            &mut vp_buf[..]
+        };
+        vp.iter_mut()
+            .zip(v.iter())
+            .zip(i)
+            .for_each(|((d, &v), &i)| *d = v + k * (v_rest - v + r * i));
+        let training = mode.is_training();
+        let it = v.iter_mut().zip(out.iter_mut()).zip(vp.iter());
+        match (training, p.spk_reset) {
+            (false, _) => it.for_each(|((v, o), &vp)| {
+                let spiking = vp >= v_th;
+                *o = if spiking { 1.0 } else { 0.0 };
+                *v = if spiking { v_reset } else { vp };
+            }),
+            (true, SpikeReset::Soft) => {
+                let jump = v_th - v_reset;
+                it.for_each(|((v, o), &vp)| {
+                    let s = if vp >= v_th { 1.0 } else { 0.0 };
+                    *o = s;
+                    *v = vp - jump * s;
+                })
+            }
+            (true, SpikeReset::Hard) => it.for_each(|((v, o), &vp)| {
+                let s = if vp >= v_th { 1.0 } else { 0.0 };
+                *o = s;
+                *v = vp + (v_reset - vp) * s;
+            }),
+        }
+        if training {
+            f32_mut(spike, name, "Lif", "spike")?.copy_from_slice(out);
+        } else {
+            let key = || format!("{}.spike", label_of(name, "Lif"));
+            let mut sv = spike.array_mut::<bool>().map_err(|e| NnError::var(key(), e))?;
+            let sv = sv.as_slice_mut().ok_or_else(|| NnError::Variable {
+                key: key(),
+                expected: "contiguous values".into(),
+                found: "a strided view".into(),
+            })?;
+            sv.iter_mut().zip(out.iter()).for_each(|(s, o)| *s = *o > 0.0);
+        }
+        Ok(out)
+    }
+
+    fn begin_tape(&mut self, num_steps: usize) {
+        self.tape.clear();
+        self.tape.reserve(num_steps * self.out.len());
+    }
+
+    fn begin_backward(&mut self) {
+        self.carry.clear();
+        self.carry.resize(self.out.len(), 0.0);
+    }
+
+    fn zero_grad(&mut self) {}
+
+    fn backward(
+        &mut self,
+        dt: f32,
+        t: usize,
+        _input: Option<Signal<'_>>,
+        d_out: &[f32],
+        want_d_in: bool,
+    ) -> Result<&[f32]> {
+        let n = self.out.len();
+        let Some(vpre) = self.tape.get(t * n..(t + 1) * n) else {
+            return Err(NnError::Mode {
+                what: format!("backward of step {t}"),
+                layer: label_of(&self.name, "Lif"),
+                needed: "a recorded forward step".into(),
+                found: format!("{} recorded steps", self.tape.len() / n.max(1)),
+            });
+        };
+        if d_out.len() != n || self.carry.len() != n {
+            return Err(NnError::BatchSize {
+                layer: label_of(&self.name, "Lif"),
+                expected: n / self.size,
+                found: d_out.len() / self.size,
+            });
+        }
+        self.d_in.resize(n, 0.0);
+        let p = self.params;
+        let c = exp_euler_c(dt, p.tau);
+        let k_in = c * p.r / p.tau;
+        let k_v = 1.0 - c / p.tau;
+        let args = BwdArgs {
+            vpre,
+            d_out,
+            carry: &mut self.carry,
+            d_in: &mut self.d_in,
+            v_th: p.v_th,
+            v_reset: p.v_reset,
+            k_in,
+            k_v,
+            detach: p.detach_spk,
+        };
+        crate::surrogate::with_grad!(p.surrogate, g => lif_backward(args, p.spk_reset, g));
+        Ok(if want_d_in { &self.d_in } else { &[] })
+    }
+
+    fn visit_params(&mut self, _f: &mut ParamVisitor<'_>) {}
+}
+
+struct BwdArgs<'a> {
+    vpre: &'a [f32],
+    d_out: &'a [f32],
+    carry: &'a mut [f32],
+    d_in: &'a mut [f32],
+    v_th: f32,
+    v_reset: f32,
+    k_in: f32,
+    k_v: f32,
+    detach: bool,
+}
+
+#[inline(always)]
+fn lif_backward(a: BwdArgs<'_>, reset: SpikeReset, g: impl Fn(f32) -> f32) {
+    let BwdArgs {
+        vpre,
+        d_out,
+        carry,
+        d_in,
+        v_th,
+        v_reset,
+        k_in,
+        k_v,
+        detach,
+    } = a;
+    let keep = if detach { 0.0 } else { 1.0 };
+    let it = vpre.iter().zip(d_out).zip(carry.iter_mut()).zip(d_in.iter_mut());
+    match reset {
+        SpikeReset::Soft => {
+            let c_soft = keep * (v_th - v_reset);
+            it.for_each(|(((&vp, &dout), carry), din)| {
+                let dv = *carry;
+                let dvp = dv + (dout - c_soft * dv) * g(vp - v_th);
+                *carry = k_v * dvp;
+                *din = k_in * dvp;
+            })
+        }
+        SpikeReset::Hard => it.for_each(|(((&vp, &dout), carry), din)| {
+            let u = vp - v_th;
+            let s = if u >= 0.0 { 1.0 } else { 0.0 };
+            let dv = *carry;
+            let ds = dout + keep * dv * (v_reset - vp);
+            let dvp = dv * (1.0 - s) + ds * g(u);
+            *carry = k_v * dvp;
+            *din = k_in * dvp;
+        }),
+    }
+}
+
+/// Exponential synapse, BrainPy's `bp.dyn.Expon`: variable `g`; each step
+/// `g <- g + c (-g / tau)` (= `g e^{-dt/tau}`), then `g <- g + x`. Returns `g`.
+#[derive(brainstate_derive::Stateful)]
+#[stateful(crate = "brainstate_core", type_name = "Expon")]
+pub struct Expon {
+    #[stateful(name)]
+    name: NodeName,
+    g: Variable,
+    tau: f32,
+    size: usize,
+    mode: Mode,
+    dense_in: Vec<f32>,
+    carry: Vec<f32>,
+    d_in: Vec<f32>,
+}
+
+impl Expon {
+    /// `size` synapses with time constant `tau` (BrainPy's default 8 ms).
+    pub fn new(size: usize, tau: f32, mode: Mode) -> Result<Expon> {
+        check_size("Expon", size)?;
+        check_tau("Expon", tau)?;
+        Ok(Expon {
+            name: NodeName::auto(),
+            g: state_var(mode, size, 0.0),
+            tau,
+            size,
+            mode,
+            dense_in: Vec::new(),
+            carry: Vec::new(),
+            d_in: Vec::new(),
+        })
+    }
+
+    /// Gives the layer a name (must be an identifier).
+    pub fn named(mut self, name: &str) -> Result<Expon> {
+        self.name = NodeName::new(name)?;
+        Ok(self)
+    }
+
+    /// The conductance variable `g`.
+    pub fn g(&self) -> &Variable {
+        &self.g
+    }
+}
+
+/// Leaky integrator, BrainPy's `bp.dyn.Integrator`: variable `x`;
+/// `x <- x + c ((-x + I) / tau)`. Returns `x`.
+#[derive(brainstate_derive::Stateful)]
+#[stateful(crate = "brainstate_core", type_name = "Integrator")]
+pub struct Integrator {
+    #[stateful(name)]
+    name: NodeName,
+    x: Variable,
+    tau: f32,
+    size: usize,
+    mode: Mode,
+    dense_in: Vec<f32>,
+    carry: Vec<f32>,
+    d_in: Vec<f32>,
+}
+
+impl Integrator {
+    /// `size` units with time constant `tau` (BrainPy's default 10 ms).
+    pub fn new(size: usize, tau: f32, mode: Mode) -> Result<Integrator> {
+        check_size("Integrator", size)?;
+        check_tau("Integrator", tau)?;
+        Ok(Integrator {
+            name: NodeName::auto(),
+            x: state_var(mode, size, 0.0),
+            tau,
+            size,
+            mode,
+            dense_in: Vec::new(),
+            carry: Vec::new(),
+            d_in: Vec::new(),
+        })
+    }
+
+    /// Gives the layer a name (must be an identifier).
+    pub fn named(mut self, name: &str) -> Result<Integrator> {
+        self.name = NodeName::new(name)?;
+        Ok(self)
+    }
+
+    /// The state variable `x`.
+    pub fn x(&self) -> &Variable {
+        &self.x
+    }
+}
+
+macro_rules! linear_layer {
+    ($ty:ident, $field:ident, $fname:literal, $update:expr, $back:expr) => {
+        impl Layer for $ty {
+            fn num_in(&self) -> usize {
+                self.size
+            }
+            fn num_out(&self) -> usize {
+                self.size
+            }
+            fn mode(&self) -> Mode {
+                self.mode
+            }
+            fn reset(&mut self, batch_size: usize) {
+                self.mode = self.mode.with_batch_size(batch_size);
+                reset_var(&mut self.$field, self.mode, self.size, 0.0);
+            }
+            fn step(&mut self, dt: f32, input: Signal<'_>, _record: Record) -> Result<&[f32]> {
+                let $ty {
+                    name,
+                    $field,
+                    tau,
+                    size,
+                    dense_in,
+                    ..
+                } = self;
+                let st = f32_mut($field, name, stringify!($ty), $fname)?;
+                let batch = st.len() / *size;
+                check_input(&input, *size, Some(batch), || {
+                    label_of(name, stringify!($ty))
+                })?;
+                let i: &[f32] = match input {
+                    Signal::Dense(x) => x,
+                    Signal::Events(e) => {
+                        dense_in.resize(e.rows() * e.cols, 0.0);
+                        e.densify(dense_in);
+                        dense_in
+                    }
+                };
+                let k = exp_euler_c(dt, *tau) / *tau;
+                let update: fn(f32, f32, f32) -> f32 = $update;
+                st.iter_mut()
+                    .zip(i)
+                    .for_each(|(s, &x)| *s = update(*s, x, k));
+                Ok(st)
+            }
+            fn begin_tape(&mut self, _num_steps: usize) {}
+            fn begin_backward(&mut self) {
+                let n = self.$field.value().len();
+                self.carry.clear();
+                self.carry.resize(n, 0.0);
+            }
+            fn zero_grad(&mut self) {}
+            fn backward(
+                &mut self,
+                dt: f32,
+                _t: usize,
+                _input: Option<Signal<'_>>,
+                d_out: &[f32],
+                want_d_in: bool,
+            ) -> Result<&[f32]> {
+                let n = self.carry.len();
+                if d_out.len() != n {
+                    return Err(NnError::BatchSize {
+                        layer: label_of(&self.name, stringify!($ty)),
+                        expected: n / self.size,
+                        found: d_out.len() / self.size,
+                    });
+                }
+                self.d_in.resize(n, 0.0);
+                let k = exp_euler_c(dt, self.tau) / self.tau;
+                let (k_keep, k_in): (f32, f32) = $back(k);
+                self.carry
+                    .iter_mut()
+                    .zip(&mut self.d_in)
+                    .zip(d_out)
+                    .for_each(|((c, di), &d)| {
+                        let d = d + *c;
+                        *c = k_keep * d;
+                        *di = k_in * d;
+                    });
+                Ok(if want_d_in { &self.d_in } else { &[] })
+            }
+            fn visit_params(&mut self, _f: &mut ParamVisitor<'_>) {}
+        }
+    };
+}
+
+linear_layer!(
+    Expon,
+    g,
+    "g",
+    |g: f32, x: f32, k: f32| (g - k * g) + x,
+    |k: f32| (1.0 - k, 1.0)
+);
+linear_layer!(
+    Integrator,
+    x,
+    "x",
+    |s: f32, i: f32, k: f32| s + k * (i - s),
+    |k: f32| (1.0 - k, k)
+);

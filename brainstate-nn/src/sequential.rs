@@ -1,0 +1,396 @@
+//! `Sequential` containers, the tutorial network, and the `x >> layer >> layer` spelling.
+
+use crate::dense::Dense;
+use crate::error::{NnError, Result};
+use crate::init::Init;
+use crate::layer::{chain_backward, chain_step, check_chain, label_of, Layer, ParamVisitor, Record};
+use crate::mode::Mode;
+use crate::neurons::{Expon, Integrator, Lif, LifParams};
+use crate::signal::Signal;
+use brainstate_core::NodeName;
+use ndarray::{Array2, ArrayView2};
+use std::ops::Shr;
+
+/// Layers applied one after the other, BrainPy's `bp.Sequential` (positional or named children).
+///
+/// Children are nodes of the model: their names and state keys are their own (`Dense0.W`); the
+/// child keys of a named Sequential (`comm`, `syn`) only serve [`Sequential::get`].
+#[derive(brainstate_derive::Stateful)]
+#[stateful(crate = "brainstate_core", type_name = "Sequential")]
+pub struct Sequential {
+    #[stateful(name)]
+    name: NodeName,
+    children: Vec<Box<dyn Layer>>,
+    keys: Vec<String>,
+    mode: Mode,
+}
+
+impl Sequential {
+    /// Positional children (`bp.Sequential(a, b)`); an error if consecutive sizes do not fit.
+    pub fn new(children: Vec<Box<dyn Layer>>) -> Result<Sequential> {
+        let keys = (0..children.len()).map(|i| i.to_string()).collect();
+        Sequential::build(children, keys)
+    }
+
+    /// Named children (`bp.Sequential(comm=a, syn=b)`), in the given order.
+    pub fn named_children(children: Vec<(&str, Box<dyn Layer>)>) -> Result<Sequential> {
+        let (keys, children): (Vec<String>, Vec<Box<dyn Layer>>) =
+            children.into_iter().map(|(k, c)| (k.to_string(), c)).unzip();
+        Sequential::build(children, keys)
+    }
+
+    fn build(children: Vec<Box<dyn Layer>>, keys: Vec<String>) -> Result<Sequential> {
+        if children.is_empty() {
+            return Err(NnError::Param {
+                layer: "Sequential".into(),
+                name: "children".into(),
+                value: "[]".into(),
+                reason: "a Sequential needs at least one layer".into(),
+            });
+        }
+        check_chain(&children, "Sequential")?;
+        let mode = children[0].mode();
+        Ok(Sequential {
+            name: NodeName::auto(),
+            children,
+            keys,
+            mode,
+        })
+    }
+
+    /// Gives the container a name (must be an identifier).
+    pub fn named(mut self, name: &str) -> Result<Sequential> {
+        self.name = NodeName::new(name)?;
+        Ok(self)
+    }
+
+    /// Appends a layer; an error if its input size does not fit the current output.
+    pub fn push(mut self, layer: Box<dyn Layer>) -> Result<Sequential> {
+        let last = self
+            .children
+            .last()
+            .map(|l| (l.num_out(), label_of(l.node_name(), l.type_name())));
+        if let Some((out, from)) = last {
+            if out != layer.num_in() {
+                return Err(NnError::LayerShape {
+                    at: format!(
+                        "{}, appending child {}",
+                        label_of(&self.name, "Sequential"),
+                        self.children.len()
+                    ),
+                    from,
+                    to: label_of(layer.node_name(), layer.type_name()),
+                    expected: layer.num_in(),
+                    found: out,
+                });
+            }
+        }
+        self.keys.push(self.children.len().to_string());
+        self.children.push(layer);
+        Ok(self)
+    }
+
+    /// The child under `key` (its name for positional children is its index).
+    pub fn get(&self, key: &str) -> Option<&dyn Layer> {
+        let i = self.keys.iter().position(|k| k == key)?;
+        Some(&*self.children[i])
+    }
+
+    /// The children in order.
+    pub fn children(&self) -> &[Box<dyn Layer>] {
+        &self.children
+    }
+
+    /// The children in order, mutably.
+    pub fn children_mut(&mut self) -> &mut [Box<dyn Layer>] {
+        &mut self.children
+    }
+}
+
+/// Layers joined with `>>` (`Dense >> Expon >> ...`), turned into a positional [`Sequential`]
+/// by [`Chain::build`], which checks that the sizes fit.
+pub struct Chain(Vec<Box<dyn Layer>>);
+
+impl Chain {
+    /// The checked Sequential.
+    pub fn build(self) -> Result<Sequential> {
+        Sequential::new(self.0)
+    }
+}
+
+impl<L: Layer + 'static> Shr<L> for Chain {
+    type Output = Chain;
+    fn shr(mut self, rhs: L) -> Chain {
+        self.0.push(Box::new(rhs));
+        self
+    }
+}
+
+/// `seq >> layer` appends (sizes checked by [`Chain::build`]).
+impl<L: Layer + 'static> Shr<L> for Sequential {
+    type Output = Chain;
+    fn shr(self, rhs: L) -> Chain {
+        Chain(vec![Box::new(self), Box::new(rhs)])
+    }
+}
+
+macro_rules! shr_builds_chain {
+    ($($ty:ty),*) => {$(
+        impl<L: Layer + 'static> Shr<L> for $ty {
+            type Output = Chain;
+            fn shr(self, rhs: L) -> Chain {
+                Chain(vec![Box::new(self), Box::new(rhs)])
+            }
+        }
+    )*};
+}
+shr_builds_chain!(Dense, Lif, Expon, Integrator);
+
+impl Layer for Sequential {
+    fn num_in(&self) -> usize {
+        self.children.first().map_or(0, |c| c.num_in())
+    }
+    fn num_out(&self) -> usize {
+        self.children.last().map_or(0, |c| c.num_out())
+    }
+    fn mode(&self) -> Mode {
+        self.mode
+    }
+    fn reset(&mut self, batch_size: usize) {
+        self.mode = self.mode.with_batch_size(batch_size);
+        self.children.iter_mut().for_each(|c| c.reset(batch_size));
+    }
+    fn step(&mut self, dt: f32, input: Signal<'_>, record: Record) -> Result<&[f32]> {
+        chain_step(&mut self.children, dt, input, record)
+    }
+    fn begin_tape(&mut self, num_steps: usize) {
+        self.children.iter_mut().for_each(|c| c.begin_tape(num_steps));
+    }
+    fn begin_backward(&mut self) {
+        self.children.iter_mut().for_each(|c| c.begin_backward());
+    }
+    fn zero_grad(&mut self) {
+        self.children.iter_mut().for_each(|c| c.zero_grad());
+    }
+    fn backward(
+        &mut self,
+        dt: f32,
+        t: usize,
+        input: Option<Signal<'_>>,
+        d_out: &[f32],
+        want_d_in: bool,
+    ) -> Result<&[f32]> {
+        chain_backward(&mut self.children, dt, t, input, d_out, want_d_in)
+    }
+    fn visit_params(&mut self, f: &mut ParamVisitor<'_>) {
+        self.children.iter_mut().for_each(|c| c.visit_params(f));
+    }
+}
+
+/// Feeds values through layers with `>>`, as BrainPy's `x >> l1 >> l2`:
+/// `(Flow::new(x) >> &mut l1 >> &mut l2).output()?`. Errors (shape, batch) pass through to
+/// [`Flow::output`]. Each stage copies its output, so this is for convenience; the trainer and
+/// [`Layer::step`] do not allocate per step.
+pub struct Flow {
+    value: Result<Array2<f32>>,
+    dt: f32,
+}
+
+impl Flow {
+    /// Starts a flow from `batch x features` values with BrainPy's default `dt` (0.1 ms).
+    pub fn new(x: Array2<f32>) -> Flow {
+        Flow {
+            value: Ok(x),
+            dt: crate::mode::DEFAULT_DT,
+        }
+    }
+
+    /// Sets the step size in ms.
+    pub fn dt(mut self, dt: f32) -> Flow {
+        self.dt = dt;
+        self
+    }
+
+    /// The values after the last stage, or the first error.
+    pub fn output(self) -> Result<Array2<f32>> {
+        self.value
+    }
+}
+
+impl<L: Layer + ?Sized> Shr<&mut L> for Flow {
+    type Output = Flow;
+    fn shr(self, layer: &mut L) -> Flow {
+        let dt = self.dt;
+        let value = self.value.and_then(|x| {
+            let x = x.as_standard_layout();
+            let rows = x.nrows();
+            let out = layer.step(dt, Signal::Dense(x.as_slice().unwrap_or(&[])), Record::Off)?;
+            let cols = out.len().checked_div(rows).unwrap_or(0);
+            Ok(ArrayView2::from_shape((rows, cols), out)
+                .expect("rows x cols")
+                .to_owned())
+        });
+        Flow { value, dt }
+    }
+}
+
+/// The tutorial's spiking network (BrainPy's `SNN` of "State saving and loading"):
+/// `x >> i2r >> r >> r2o >> o` with `i2r = Sequential(comm=Linear(num_in, num_rec), syn=Expon)`,
+/// `r = Lif`, `r2o = Sequential(comm=Linear(num_rec, num_out), syn=Expon)`, `o = Integrator`.
+///
+/// Its global state keys are BrainPy's: `SNN0, Lif0, Integrator0, Sequential0, Sequential1,
+/// Dense0, Expon0, Dense1, Expon1`.
+#[derive(brainstate_derive::Stateful)]
+#[stateful(crate = "brainstate_core", type_name = "SNN")]
+pub struct TutorialSnn {
+    #[stateful(name)]
+    name: NodeName,
+    /// The recurrent Lif group.
+    pub r: Lif,
+    /// The output integrator.
+    pub o: Integrator,
+    /// Input synapse: `comm` (Dense) then `syn` (Expon).
+    pub i2r: Sequential,
+    /// Output synapse: `comm` (Dense) then `syn` (Expon).
+    pub r2o: Sequential,
+    mode: Mode,
+}
+
+/// Configuration of [`TutorialSnn`]; `Default` is the tutorial's.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SnnConfig {
+    /// Inputs (100).
+    pub num_in: usize,
+    /// Lif neurons (10).
+    pub num_rec: usize,
+    /// Outputs (2).
+    pub num_out: usize,
+    /// Lif parameters (tau 10, V_reset 0, V_rest 0, V_th 1, defaults otherwise).
+    pub lif: LifParams,
+    /// Input synapse time constant (10).
+    pub syn_rec_tau: f32,
+    /// Output synapse time constant (10).
+    pub syn_out_tau: f32,
+    /// Integrator time constant (5).
+    pub out_tau: f32,
+    /// Initializer of both weights (`KaimingNormal(scale=20)`).
+    pub w_init: Init,
+}
+
+impl Default for SnnConfig {
+    fn default() -> Self {
+        SnnConfig {
+            num_in: 100,
+            num_rec: 10,
+            num_out: 2,
+            lif: LifParams {
+                tau: 10.0,
+                v_reset: 0.0,
+                v_rest: 0.0,
+                v_th: 1.0,
+                ..LifParams::default()
+            },
+            syn_rec_tau: 10.0,
+            syn_out_tau: 10.0,
+            out_tau: 5.0,
+            w_init: Init::kaiming_normal(20.0),
+        }
+    }
+}
+
+impl TutorialSnn {
+    /// Builds the network; weights are drawn from `rng` in construction order (input weights,
+    /// then output weights).
+    pub fn new(cfg: &SnnConfig, mode: Mode, rng: &mut dyn rand::RngCore) -> Result<TutorialSnn> {
+        let r = Lif::new(cfg.num_rec, cfg.lif, mode)?;
+        let o = Integrator::new(cfg.num_out, cfg.out_tau, mode)?;
+        let i2r = Sequential::named_children(vec![
+            (
+                "comm",
+                Box::new(Dense::with_init(
+                    cfg.num_in,
+                    cfg.num_rec,
+                    cfg.w_init,
+                    Some(Init::Zeros),
+                    mode,
+                    rng,
+                )?),
+            ),
+            ("syn", Box::new(Expon::new(cfg.num_rec, cfg.syn_rec_tau, mode)?)),
+        ])?;
+        let r2o = Sequential::named_children(vec![
+            (
+                "comm",
+                Box::new(Dense::with_init(
+                    cfg.num_rec,
+                    cfg.num_out,
+                    cfg.w_init,
+                    Some(Init::Zeros),
+                    mode,
+                    rng,
+                )?),
+            ),
+            ("syn", Box::new(Expon::new(cfg.num_out, cfg.syn_out_tau, mode)?)),
+        ])?;
+        Ok(TutorialSnn {
+            name: NodeName::auto(),
+            r,
+            o,
+            i2r,
+            r2o,
+            mode,
+        })
+    }
+
+    fn parts(&mut self) -> [&mut dyn Layer; 4] {
+        [&mut self.i2r, &mut self.r, &mut self.r2o, &mut self.o]
+    }
+}
+
+impl Layer for TutorialSnn {
+    fn num_in(&self) -> usize {
+        self.i2r.num_in()
+    }
+    fn num_out(&self) -> usize {
+        self.o.num_out()
+    }
+    fn mode(&self) -> Mode {
+        self.mode
+    }
+    fn reset(&mut self, batch_size: usize) {
+        self.mode = self.mode.with_batch_size(batch_size);
+        self.parts().iter_mut().for_each(|l| l.reset(batch_size));
+    }
+    fn step(&mut self, dt: f32, input: Signal<'_>, record: Record) -> Result<&[f32]> {
+        let down = record.downstream();
+        let x = self.i2r.step(dt, input, record)?;
+        let x = self.r.step(dt, Signal::Dense(x), down)?;
+        let x = self.r2o.step(dt, Signal::Dense(x), down)?;
+        self.o.step(dt, Signal::Dense(x), down)
+    }
+    fn begin_tape(&mut self, num_steps: usize) {
+        self.parts().iter_mut().for_each(|l| l.begin_tape(num_steps));
+    }
+    fn begin_backward(&mut self) {
+        self.parts().iter_mut().for_each(|l| l.begin_backward());
+    }
+    fn zero_grad(&mut self) {
+        self.parts().iter_mut().for_each(|l| l.zero_grad());
+    }
+    fn backward(
+        &mut self,
+        dt: f32,
+        t: usize,
+        input: Option<Signal<'_>>,
+        d_out: &[f32],
+        want_d_in: bool,
+    ) -> Result<&[f32]> {
+        let d = self.o.backward(dt, t, None, d_out, true)?;
+        let d = self.r2o.backward(dt, t, None, d, true)?;
+        let d = self.r.backward(dt, t, None, d, true)?;
+        self.i2r.backward(dt, t, input, d, want_d_in)
+    }
+    fn visit_params(&mut self, f: &mut ParamVisitor<'_>) {
+        self.parts().iter_mut().for_each(|l| l.visit_params(f));
+    }
+}

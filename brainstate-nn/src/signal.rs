@@ -1,0 +1,136 @@
+//! What flows between layers in one time step: dense rows or binary spike events.
+
+/// Sparse rows: for sample `b`, the active columns are `idx[row_ptr[b]..row_ptr[b + 1]]`, each
+/// with value `val[k]` (or 1.0 when `val` is None). Offsets are absolute into `idx`.
+#[derive(Clone, Copy, Debug)]
+pub struct EventsRef<'a> {
+    /// `rows + 1` offsets into `idx` (the first need not be 0).
+    pub row_ptr: &'a [usize],
+    /// Column of each event.
+    pub idx: &'a [u32],
+    /// Value of each event, parallel to `idx`; None means every value is 1.0.
+    pub val: Option<&'a [f32]>,
+    /// Number of columns (features).
+    pub cols: usize,
+}
+
+impl EventsRef<'_> {
+    /// Number of rows (samples).
+    pub fn rows(&self) -> usize {
+        self.row_ptr.len().saturating_sub(1)
+    }
+
+    /// Number of events.
+    pub fn nnz(&self) -> usize {
+        match (self.row_ptr.first(), self.row_ptr.last()) {
+            (Some(a), Some(b)) => b - a,
+            _ => 0,
+        }
+    }
+
+    /// Writes the rows densely into `out` (`rows * cols`).
+    pub fn densify(&self, out: &mut [f32]) {
+        out.fill(0.0);
+        for b in 0..self.rows() {
+            let row = &mut out[b * self.cols..(b + 1) * self.cols];
+            for k in self.row_ptr[b]..self.row_ptr[b + 1] {
+                row[self.idx[k] as usize] = self.val.map_or(1.0, |v| v[k]);
+            }
+        }
+    }
+}
+
+/// One step's input to a layer: `rows x features` values, dense row-major or as events.
+#[derive(Clone, Copy, Debug)]
+pub enum Signal<'a> {
+    /// Dense row-major values, `batch * features` long.
+    Dense(&'a [f32]),
+    /// Sparse events (spikes); silent inputs cost nothing.
+    Events(EventsRef<'a>),
+}
+
+impl Signal<'_> {
+    /// Number of values (rows times features).
+    pub fn len(&self) -> usize {
+        match self {
+            Signal::Dense(x) => x.len(),
+            Signal::Events(e) => e.rows() * e.cols,
+        }
+    }
+
+    /// True when there are no values.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Rows, given the number of features; an error message `(expected features, found)` when
+    /// the length is not a multiple.
+    pub(crate) fn rows(&self, features: usize) -> Result<usize, usize> {
+        match self {
+            Signal::Dense(x) => {
+                if features == 0 || x.len() % features != 0 {
+                    Err(x.len())
+                } else {
+                    Ok(x.len() / features)
+                }
+            }
+            Signal::Events(e) => {
+                if e.cols != features {
+                    Err(e.cols)
+                } else {
+                    Ok(e.rows())
+                }
+            }
+        }
+    }
+}
+
+/// Growable event storage reused across steps (no allocation once warmed up).
+#[derive(Clone, Debug, Default)]
+pub struct Events {
+    pub(crate) row_ptr: Vec<usize>,
+    pub(crate) idx: Vec<u32>,
+    pub(crate) val: Vec<f32>,
+    pub(crate) binary: bool,
+    pub(crate) cols: usize,
+}
+
+impl Events {
+    /// Collects the nonzeros of `x` (`rows x cols`) if there are at most `max_nnz`; returns false
+    /// (and leaves the storage unusable) when there are more.
+    pub(crate) fn collect(&mut self, x: &[f32], cols: usize, max_nnz: usize) -> bool {
+        self.row_ptr.clear();
+        self.idx.clear();
+        self.val.clear();
+        self.cols = cols;
+        self.binary = true;
+        self.row_ptr.push(0);
+        if cols == 0 {
+            return false;
+        }
+        for row in x.chunks_exact(cols) {
+            for (i, &v) in row.iter().enumerate() {
+                if v != 0.0 {
+                    if self.idx.len() >= max_nnz {
+                        return false;
+                    }
+                    self.idx.push(i as u32);
+                    self.val.push(v);
+                    self.binary &= v == 1.0;
+                }
+            }
+            self.row_ptr.push(self.idx.len());
+        }
+        true
+    }
+
+    /// A view of the collected events.
+    pub(crate) fn view(&self) -> EventsRef<'_> {
+        EventsRef {
+            row_ptr: &self.row_ptr,
+            idx: &self.idx,
+            val: if self.binary { None } else { Some(&self.val) },
+            cols: self.cols,
+        }
+    }
+}
