@@ -469,3 +469,10 @@ fn async_keeps_one_in_flight_in_order_and_drop_waits() {
     }
     assert_eq!(names(&d).len(), 6);
 }
+
+#[test]
+fn errors_stay_small_enough_to_return_by_value() {
+    // Callers wrap CheckpointError with a path; keep that under clippy's 128-byte large-Err bound.
+    assert!(std::mem::size_of::<CheckpointError>() <= 96);
+    assert!(std::mem::size_of::<FormatError>() <= 64);
+}

@@ -6,6 +6,27 @@ use crate::tensor::TensorError;
 use std::io;
 use std::path::PathBuf;
 
+/// Which map of a native checkpoint an error is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Item {
+    /// The header map.
+    Header,
+    /// One entry of the header's `tensors`.
+    TensorEntry,
+    /// The trailer map.
+    Trailer,
+}
+
+impl std::fmt::Display for Item {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Item::Header => "header",
+            Item::TensorEntry => "tensor entry",
+            Item::Trailer => "trailer",
+        })
+    }
+}
+
 /// What is wrong with the bytes of a native checkpoint. Offsets are absolute file offsets.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum FormatError {
@@ -67,7 +88,7 @@ pub enum FormatError {
         /// Where the map starts.
         offset: u64,
         /// Which map.
-        item: &'static str,
+        item: Item,
         /// The key.
         key: &'static str,
     },
@@ -77,7 +98,7 @@ pub enum FormatError {
         /// Where the map starts.
         offset: u64,
         /// Which map.
-        item: &'static str,
+        item: Item,
         /// The key.
         key: &'static str,
         /// The expected type.
@@ -159,7 +180,7 @@ pub enum FormatError {
         /// Payload start.
         offset: u64,
         /// The tensor error.
-        source: TensorError,
+        source: Box<TensorError>,
     },
     /// The header's CRC32C in the trailer does not match.
     #[error("header fails its CRC32C: trailer says {stored:#x}, computed {computed:#010x}")]

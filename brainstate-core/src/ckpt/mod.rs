@@ -17,7 +17,7 @@ pub mod native;
 pub mod storage;
 
 pub use async_manager::AsyncManager;
-pub use error::{CheckpointError, FormatError};
+pub use error::{CheckpointError, FormatError, Item};
 pub use manager::{BestMode, CheckpointManager, ManagerOptions};
 pub use storage::{atomic_write, Commit, FaultAt, FaultStorage, OsStorage, Storage, StorageFile};
 

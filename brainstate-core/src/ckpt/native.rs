@@ -5,7 +5,7 @@
 //! exists) whose payload starts on an `align`-byte boundary, and a trailer map. Tensor bytes are
 //! written and read in bulk, never element by element.
 
-use super::error::FormatError;
+use super::error::{FormatError, Item};
 use crate::dtype::DType;
 use crate::pytree::Pytree;
 use crate::tensor::{checked_nbytes, Tensor};
@@ -676,7 +676,7 @@ impl<'a> Parser<'a> {
         }
     }
 
-    fn map_head(&mut self, item: &'static str, key: &'static str) -> Result<usize, FormatError> {
+    fn map_head(&mut self, item: Item, key: &'static str) -> Result<usize, FormatError> {
         let at = self.at();
         match self.pull()? {
             Header::Map(Some(n)) => Ok(n),
@@ -690,7 +690,7 @@ impl<'a> Parser<'a> {
         }
     }
 
-    fn array_head(&mut self, item: &'static str, key: &'static str) -> Result<usize, FormatError> {
+    fn array_head(&mut self, item: Item, key: &'static str) -> Result<usize, FormatError> {
         let at = self.at();
         match self.pull()? {
             Header::Array(Some(n)) => Ok(n),
@@ -704,7 +704,7 @@ impl<'a> Parser<'a> {
         }
     }
 
-    fn uint(&mut self, item: &'static str, key: &'static str) -> Result<u64, FormatError> {
+    fn uint(&mut self, item: Item, key: &'static str) -> Result<u64, FormatError> {
         let at = self.at();
         match self.pull()? {
             Header::Positive(u) => Ok(u),
@@ -813,7 +813,7 @@ impl<'a> Parser<'a> {
 
     /// One tensor entry, parsed without building generic values.
     fn tensor_entry(&mut self, index: usize) -> Result<TensorEntry, FormatError> {
-        let item = "tensor entry";
+        let item = Item::TensorEntry;
         let at = self.at();
         let n = self.map_head(item, "")?;
         let (mut len, mut off, mut dtype, mut shape, mut crc) = (None, None, None, None, None);
@@ -912,12 +912,7 @@ fn head_kind(h: &Header) -> &'static str {
     }
 }
 
-fn get<'v>(
-    map: &'v [(String, Val)],
-    key: &'static str,
-    at: u64,
-    item: &'static str,
-) -> Result<&'v Val, FormatError> {
+fn get<'v>(map: &'v [(String, Val)], key: &'static str, at: u64, item: Item) -> Result<&'v Val, FormatError> {
     map.iter()
         .find(|(k, _)| k == key)
         .map(|(_, v)| v)
@@ -928,7 +923,7 @@ fn get<'v>(
         })
 }
 
-fn uint(v: &Val, at: u64, item: &'static str, key: &'static str) -> Result<u64, FormatError> {
+fn uint(v: &Val, at: u64, item: Item, key: &'static str) -> Result<u64, FormatError> {
     match v {
         Val::Uint(u) => Ok(*u),
         other => Err(FormatError::WrongType {
@@ -984,7 +979,7 @@ pub fn parse_header(bytes: &[u8], file_len: u64) -> Result<ParsedHeader, FormatE
         return Err(FormatError::BadMagic);
     }
     let mut p = Parser::new(&bytes[3..], 3);
-    let item = "header";
+    let item = Item::Header;
     let n = p.map_head(item, "")?;
     let (mut fmt, mut ver, mut align, mut tensors, mut tree, mut meta) = (None, None, None, None, None, None);
     let mut others: Vec<&str> = Vec::new();
@@ -1108,12 +1103,12 @@ fn bad_ver(v: &Option<Val>) -> FormatError {
     match v {
         None => FormatError::MissingKey {
             offset: 3,
-            item: "header",
+            item: Item::Header,
             key: "ver",
         },
         Some(v) => FormatError::WrongType {
             offset: 3,
-            item: "header",
+            item: Item::Header,
             key: "ver",
             expected: "[major, minor]",
             found: v.kind(),
@@ -1130,7 +1125,7 @@ fn check_trailer(bytes: &[u8], at: u64, h: &ParsedHeader, hcrc: u32) -> Result<(
             offset: at + p.pos() as u64,
         });
     }
-    let item = "trailer";
+    let item = Item::Trailer;
     let Val::Map(m) = v else {
         return Err(FormatError::BadTrailer {
             offset: at,
@@ -1303,7 +1298,7 @@ pub fn read<R: Read + Seek>(
         let (t, crc) = t.map_err(|err| FormatError::Tensor {
             index,
             offset: pos,
-            source: err,
+            source: Box::new(err),
         })?;
         if crc != e.crc32c {
             return Err(FormatError::Checksum {
@@ -1449,7 +1444,7 @@ pub fn decode(bytes: &[u8]) -> Result<Pytree, FormatError> {
         let t = Tensor::from_le_bytes(e.dtype, &e.shape, payload).map_err(|source| FormatError::Tensor {
             index,
             offset: pos as u64,
-            source,
+            source: Box::new(source),
         })?;
         out.push(Some(t));
         pos += e.len as usize;
