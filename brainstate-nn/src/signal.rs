@@ -109,15 +109,22 @@ impl Events {
             return false;
         }
         for row in x.chunks_exact(cols) {
-            for (i, &v) in row.iter().enumerate() {
-                if v != 0.0 {
-                    if self.idx.len() >= max_nnz {
-                        return false;
+            // Silent stretches are skipped 16 values at a time.
+            let mut base = 0;
+            for chunk in row.chunks(16) {
+                if chunk.iter().fold(0u32, |acc, v| acc | (*v != 0.0) as u32) != 0 {
+                    for (i, &v) in chunk.iter().enumerate() {
+                        if v != 0.0 {
+                            if self.idx.len() >= max_nnz {
+                                return false;
+                            }
+                            self.idx.push((base + i) as u32);
+                            self.val.push(v);
+                            self.binary &= v == 1.0;
+                        }
                     }
-                    self.idx.push(i as u32);
-                    self.val.push(v);
-                    self.binary &= v == 1.0;
                 }
+                base += chunk.len();
             }
             self.row_ptr.push(self.idx.len());
         }
