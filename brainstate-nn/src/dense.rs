@@ -111,6 +111,7 @@ pub struct Dense {
     grad_w: Vec<f32>,
     grad_b: Vec<f32>,
     d_in: Vec<f32>,
+    small_t: Vec<f32>,
 }
 
 impl Dense {
@@ -184,6 +185,7 @@ impl Dense {
             grad_w: vec![0.0; if training { num_in * num_out } else { 0 }],
             grad_b: vec![0.0; num_out],
             d_in: Vec::new(),
+            small_t: Vec::new(),
         }
     }
 
@@ -433,6 +435,7 @@ impl Layer for Dense {
             scan,
             tape,
             grad_w,
+            small_t,
             ..
         } = self;
         let sig = match input {
@@ -446,11 +449,17 @@ impl Layer for Dense {
         };
         let sig = match sig {
             Signal::Dense(x) if small(rows, n_in, n_out) && x.len() == rows * n_in => {
+                // Accumulate the transpose (rows of length n_in vectorise), then fold it in.
+                small_t.clear();
+                small_t.resize(n_out * n_in, 0.0);
                 for (xr, dr) in x.chunks_exact(n_in).zip(d_out.chunks_exact(n_out)) {
-                    for (&xi, gr) in xr.iter().zip(grad_w.chunks_exact_mut(n_out)) {
-                        if xi != 0.0 {
-                            gr.iter_mut().zip(dr).for_each(|(g, d)| *g += xi * d);
-                        }
+                    for (gt, &d) in small_t.chunks_exact_mut(n_in).zip(dr) {
+                        gt.iter_mut().zip(xr).for_each(|(g, x)| *g += d * x);
+                    }
+                }
+                for (i, gr) in grad_w.chunks_exact_mut(n_out).enumerate() {
+                    for (j, g) in gr.iter_mut().enumerate() {
+                        *g += small_t[j * n_in + i];
                     }
                 }
                 None
@@ -490,9 +499,19 @@ impl Layer for Dense {
             found: format!("{} values", w.len()),
         })?;
         if small(rows, n_in, n_out) {
+            // d_in[b, :] = sum_j d[b, j] W[:, j]: axpys over n_in with W transposed once.
+            let wt = &mut self.small_t;
+            wt.clear();
+            wt.resize(n_out * n_in, 0.0);
+            for (i, wr) in w.chunks_exact(n_out).enumerate() {
+                for (j, &wv) in wr.iter().enumerate() {
+                    wt[j * n_in + i] = wv;
+                }
+            }
             for (ir, dr) in self.d_in.chunks_exact_mut(n_in).zip(d_out.chunks_exact(n_out)) {
-                for (i, wr) in ir.iter_mut().zip(w.chunks_exact(n_out)) {
-                    *i = wr.iter().zip(dr).map(|(w, d)| w * d).sum();
+                ir.fill(0.0);
+                for (wtr, &d) in wt.chunks_exact(n_in).zip(dr) {
+                    ir.iter_mut().zip(wtr).for_each(|(i, w)| *i += d * w);
                 }
             }
             return Ok(&self.d_in);

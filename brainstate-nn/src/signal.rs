@@ -108,6 +108,12 @@ impl Events {
         if cols == 0 {
             return false;
         }
+        // Probe: a dense input is recognised without building a list.
+        let probe = &x[..x.len().min(4096)];
+        let seen = probe.iter().filter(|v| **v != 0.0).count();
+        if !probe.is_empty() && seen * x.len() > 2 * max_nnz * probe.len() {
+            return false;
+        }
         for row in x.chunks_exact(cols) {
             // Silent stretches are skipped 16 values at a time.
             let mut base = 0;

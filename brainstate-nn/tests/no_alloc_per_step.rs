@@ -30,15 +30,22 @@ static GLOBAL: Counting = Counting;
 
 fn input(t: usize, rate: f64, seed: u64) -> SpikeInput {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    SpikeInput::new(Array3::from_shape_simple_fn((t, 16, 100), || if rng.gen_bool(rate) { 1.0f32 } else { 0.0 }))
-        .unwrap()
+    SpikeInput::new(Array3::from_shape_simple_fn((t, 16, 100), || {
+        if rng.gen_bool(rate) {
+            1.0f32
+        } else {
+            0.0
+        }
+    }))
+    .unwrap()
 }
 
 #[test]
 fn epoch_allocations_do_not_grow_with_time_steps() {
     for rate in [0.02, 0.5] {
         let mut rng = rand::rngs::StdRng::seed_from_u64(1);
-        let mut net = TutorialSnn::new(&SnnConfig::default(), Mode::Training { batch_size: 16 }, &mut rng).unwrap();
+        let mut net =
+            TutorialSnn::new(&SnnConfig::default(), Mode::Training { batch_size: 16 }, &mut rng).unwrap();
         let mut opt = Adam::new(1e-3).unwrap();
         opt.register(&net).unwrap();
         let y: Vec<f32> = (0..16).map(|i| (i % 2) as f32).collect();
@@ -46,7 +53,9 @@ fn epoch_allocations_do_not_grow_with_time_steps() {
         let mut trainer = Bptt::new(1.0);
         // Warm up on the longer sequence so every buffer has its final capacity.
         for _ in 0..2 {
-            trainer.train_epoch(&mut net, &mut opt, &long, Targets::Classes(&y)).unwrap();
+            trainer
+                .train_epoch(&mut net, &mut opt, &long, Targets::Classes(&y))
+                .unwrap();
         }
         let count = |x: &SpikeInput, net: &mut TutorialSnn, opt: &mut Adam, trainer: &mut Bptt| {
             let before = ALLOCS.load(Ordering::Relaxed);
@@ -59,7 +68,10 @@ fn epoch_allocations_do_not_grow_with_time_steps() {
             assert_eq!(a, b, "rate {rate}: {a} allocations for 20 steps, {b} for 60");
             assert!(b < 100, "a handful per epoch, not per step: {b}");
         } else {
-            assert!(b - a <= 2 * 40, "rate {rate}: only sgemm's packing buffers: {a} vs {b}");
+            assert!(
+                b - a <= 2 * 40,
+                "rate {rate}: only sgemm's packing buffers: {a} vs {b}"
+            );
         }
     }
 }
