@@ -340,22 +340,23 @@ impl Tensor {
     /// Builds a tensor from raw little-endian, row-major bytes. Checks the length and, for bool,
     /// that every byte is 0 or 1.
     pub fn from_le_bytes(dtype: DType, shape: &[usize], bytes: &[u8]) -> Result<Tensor, TensorError> {
-        Tensor::read_le(dtype, shape, &mut &bytes[..]).and_then(|t| {
-            if t.nbytes() == bytes.len() {
-                Ok(t)
-            } else {
-                Err(TensorError::LengthMismatch {
-                    dtype,
-                    shape: shape.to_vec(),
-                    expected: t.nbytes(),
-                    found: bytes.len(),
-                })
-            }
-        })
+        // Check the length before allocating, so a hostile shape cannot drive the allocation.
+        let expected = checked_nbytes(dtype, shape)?;
+        if expected != bytes.len() {
+            return Err(TensorError::LengthMismatch {
+                dtype,
+                shape: shape.to_vec(),
+                expected,
+                found: bytes.len(),
+            });
+        }
+        Tensor::read_le(dtype, shape, &mut &bytes[..])
     }
 
     /// Reads exactly the tensor's bytes (little-endian, row-major) from `reader` straight into a
-    /// new tensor's buffer: one allocation of the tensor's size, no intermediate copy.
+    /// new tensor's buffer: one allocation of the tensor's size, no intermediate copy. The
+    /// caller checks the size against what the reader can supply before calling this, since
+    /// the buffer is allocated first.
     pub fn read_le(dtype: DType, shape: &[usize], reader: &mut dyn Read) -> Result<Tensor, TensorError> {
         let nbytes = checked_nbytes(dtype, shape)?;
         let mut t = Tensor::zeros(dtype, shape)?;
@@ -542,6 +543,11 @@ mod tests {
             Err(TensorError::Overflow { .. })
         ));
         assert!(Tensor::from_vec(&[3], vec![1i32, 2]).is_err());
+        // A hostile shape with few bytes is rejected before anything is allocated.
+        assert!(matches!(
+            Tensor::from_le_bytes(DType::F32, &[1 << 40], &[0; 8]),
+            Err(TensorError::LengthMismatch { expected, found: 8, .. }) if expected == 1 << 42
+        ));
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! `#[derive(Stateful)]` for brainstate: parse -> validate -> expand.
 //!
-//! ```ignore
+//! ```text
 //! #[derive(Stateful)]
 //! #[stateful(type_name = "Dense")]          // optional: the name auto names count (`Dense0`)
 //! struct Linear {

@@ -1,0 +1,1516 @@
+//! The native checkpoint format, version 1 (`docs/FORMAT.md` describes it byte by byte).
+//!
+//! A file is a CBOR sequence (RFC 8742): a self-described (tag 55799) header map, zero-filled
+//! byte-string padding, one byte string per tensor (under its RFC 8746 typed-array tag where one
+//! exists) whose payload starts on an `align`-byte boundary, and a trailer map. Tensor bytes are
+//! written and read in bulk, never element by element.
+
+use super::error::FormatError;
+use crate::dtype::DType;
+use crate::pytree::Pytree;
+use crate::tensor::{checked_nbytes, Tensor};
+use ciborium_ll::{Decoder, Encoder, Header};
+use indexmap::IndexMap;
+use std::io::{self, Read, Seek, SeekFrom, Write};
+
+/// The magic: tag 55799 (self-described CBOR), `d9 d9 f7`.
+pub const MAGIC: [u8; 3] = [0xd9, 0xd9, 0xf7];
+/// The format id in the header (`fmt`) and the trailer (`end`).
+pub const FORMAT_ID: &str = "brainstate-ckpt";
+/// The format version this library writes: `[major, minor]`.
+pub const VERSION: [u64; 2] = [1, 0];
+/// The default payload alignment in bytes.
+pub const DEFAULT_ALIGN: usize = 64;
+/// The deepest nesting of containers and tags the reader accepts (the writer refuses deeper trees).
+pub const MAX_DEPTH: usize = 64;
+/// Containers never preallocate more entries than this from a declared length: memory grows
+/// only with items actually present in the input.
+const PREALLOC_CAP: usize = 1024;
+/// The most axes a tensor may have.
+pub const MAX_NDIM: usize = 64;
+
+/// Tag of a tensor reference in the tree: content is the tensor's index.
+pub const TAG_TENSOR: u64 = 46000;
+/// Tag of a numpy-scalar reference in the tree: content is the index of a 0-d tensor.
+pub const TAG_SCALAR: u64 = 46001;
+/// Tag of a Python complex: content is `[re, im]`.
+pub const TAG_COMPLEX: u64 = 46002;
+/// Tag of an unsigned int at most `i64::MAX` that the tree holds as [`Pytree::UInt`].
+pub const TAG_UINT: u64 = 46003;
+
+/// The RFC 8746 typed-array tag for a dtype's little-endian byte string, if one exists.
+pub fn typed_array_tag(d: DType) -> Option<u8> {
+    Some(match d {
+        DType::U8 => 64,
+        DType::U16 => 69,
+        DType::U32 => 70,
+        DType::U64 => 71,
+        DType::I8 => 72,
+        DType::I16 => 77,
+        DType::I32 => 78,
+        DType::I64 => 79,
+        DType::F16 => 84,
+        DType::F32 => 85,
+        DType::F64 => 86,
+        DType::Bool | DType::BF16 | DType::C64 | DType::C128 => return None,
+    })
+}
+
+/// Length of a CBOR head whose argument is `n`.
+fn head_len(n: u64) -> usize {
+    match n {
+        0..=23 => 1,
+        24..=0xff => 2,
+        0x100..=0xffff => 3,
+        0x1_0000..=0xffff_ffff => 5,
+        _ => 9,
+    }
+}
+
+/// Writes a CBOR head (major type `major`, argument `n`) in preferred (shortest) form.
+fn push_head(out: &mut Vec<u8>, major: u8, n: u64) {
+    let m = major << 5;
+    match head_len(n) {
+        1 => out.push(m | n as u8),
+        2 => out.extend_from_slice(&[m | 24, n as u8]),
+        3 => {
+            out.push(m | 25);
+            out.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        5 => {
+            out.push(m | 26);
+            out.extend_from_slice(&(n as u32).to_be_bytes());
+        }
+        _ => {
+            out.push(m | 27);
+            out.extend_from_slice(&n.to_be_bytes());
+        }
+    }
+}
+
+/// Appends padding items (zero-filled byte strings) of exactly `g` bytes in total: one item when
+/// a byte string of that total size exists, otherwise an empty byte string (`40`) and the rest.
+pub fn push_padding(out: &mut Vec<u8>, mut g: usize) {
+    while g > 0 {
+        let single = [1usize, 2, 3, 5, 9]
+            .into_iter()
+            .find(|&h| g >= h && head_len((g - h) as u64) == h);
+        match single {
+            Some(h) => {
+                push_head(out, 2, (g - h) as u64);
+                out.resize(out.len() + g - h, 0);
+                return;
+            }
+            None => {
+                out.push(0x40);
+                g -= 1;
+            }
+        }
+    }
+}
+
+/// Bytes of the tag and byte-string head in front of a payload of `len` bytes.
+fn payload_head(d: DType, len: u64, out: &mut Vec<u8>) {
+    if let Some(tag) = typed_array_tag(d) {
+        out.extend_from_slice(&[0xd8, tag]);
+    }
+    push_head(out, 2, len);
+}
+
+fn payload_head_len(d: DType, len: u64) -> u64 {
+    (if typed_array_tag(d).is_some() { 2 } else { 0 }) + head_len(len) as u64
+}
+
+fn align_up(x: u64, a: u64) -> Option<u64> {
+    x.checked_add(a - 1).map(|v| v / a * a)
+}
+
+/// One tensor's entry in the header.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TensorEntry {
+    /// The dtype.
+    pub dtype: DType,
+    /// The shape.
+    pub shape: Vec<usize>,
+    /// Offset of the payload from the data base B.
+    pub off: u64,
+    /// Payload length in bytes.
+    pub len: u64,
+    /// CRC32C (Castagnoli) of the payload bytes.
+    pub crc32c: u32,
+}
+
+/// Offsets of every payload relative to B, and the data length (B to the trailer), for the
+/// given dtypes and byte lengths. The same function serves the writer and the reader, so the
+/// header and the byte stream cannot disagree.
+fn layout(items: impl Iterator<Item = (DType, u64)>, align: u64) -> Option<(Vec<u64>, u64)> {
+    let mut cur = 0u64;
+    let mut offs = Vec::new();
+    for (d, len) in items {
+        let off = align_up(cur.checked_add(payload_head_len(d, len))?, align)?;
+        offs.push(off);
+        cur = off.checked_add(len)?;
+    }
+    Some((offs, cur))
+}
+
+/// Meta-data a writer may store in the header (`meta`): a tree without tensors.
+pub type Meta = Pytree;
+
+// ---------------------------------------------------------------- writer
+
+/// A tree ready to be written: the header bytes, the tensors in file order and the layout.
+pub struct Plan<'a> {
+    header: Vec<u8>,
+    tensors: Vec<&'a Tensor>,
+    entries: Vec<TensorEntry>,
+    align: u64,
+    datalen: u64,
+}
+
+/// Why a tree cannot be written in the native format.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum EncodeError {
+    /// Containers are nested deeper than readers accept.
+    #[error("the tree is nested deeper than {MAX_DEPTH} levels at {path}")]
+    TooDeep {
+        /// Path of the too-deep value.
+        path: String,
+    },
+    /// A numpy scalar leaf is not 0-d.
+    #[error("the numpy scalar at {path} has shape {shape:?}; scalars are 0-d")]
+    ScalarNotZeroD {
+        /// Path of the leaf.
+        path: String,
+        /// Its shape.
+        shape: Vec<usize>,
+    },
+    /// A tensor has more axes than readers accept.
+    #[error("the tensor at {path} has {ndim} axes; at most {MAX_NDIM} are supported")]
+    TooManyAxes {
+        /// Path of the leaf.
+        path: String,
+        /// Its axis count.
+        ndim: usize,
+    },
+    /// Meta-data contains a tensor.
+    #[error("meta-data may not contain tensors (at {path})")]
+    TensorInMeta {
+        /// Path in the meta tree.
+        path: String,
+    },
+    /// The alignment is not a power of two between 8 and 65536.
+    #[error("alignment {0} is not a power of two between 8 and 65536")]
+    BadAlign(usize),
+}
+
+impl<'a> Plan<'a> {
+    /// Plans the file for `tree` (CRC32C of every tensor computed here, on `threads` threads for
+    /// large trees), with optional `meta` and the given alignment.
+    pub fn new(tree: &'a Pytree, meta: Option<&Meta>, align: usize) -> Result<Plan<'a>, EncodeError> {
+        if !(8..=65536).contains(&align) || !align.is_power_of_two() {
+            return Err(EncodeError::BadAlign(align));
+        }
+        let mut tensors = Vec::new();
+        let mut tree_bytes = Vec::new();
+        encode_tree(
+            tree,
+            &mut tree_bytes,
+            &mut Some(&mut tensors),
+            &mut String::new(),
+            0,
+        )?;
+        let mut meta_bytes = Vec::new();
+        if let Some(m) = meta {
+            encode_tree(m, &mut meta_bytes, &mut None, &mut String::new(), 0)?;
+        }
+        let crcs = crc_all(&tensors);
+        let (offs, datalen) = layout(
+            tensors.iter().map(|t| (t.dtype(), t.nbytes() as u64)),
+            align as u64,
+        )
+        .expect("in-memory sizes fit u64");
+        let entries: Vec<TensorEntry> = tensors
+            .iter()
+            .zip(offs)
+            .zip(crcs)
+            .map(|((t, off), crc32c)| TensorEntry {
+                dtype: t.dtype(),
+                shape: t.shape().to_vec(),
+                off,
+                len: t.nbytes() as u64,
+                crc32c,
+            })
+            .collect();
+        let header = encode_header(&entries, &tree_bytes, meta.map(|_| &meta_bytes[..]), align as u64);
+        Ok(Plan {
+            header,
+            tensors,
+            entries,
+            align: align as u64,
+            datalen,
+        })
+    }
+
+    /// The total file size.
+    pub fn file_len(&self) -> u64 {
+        let b = align_up(self.header.len() as u64, self.align).expect("small");
+        b + self.datalen + self.trailer().len() as u64
+    }
+
+    fn trailer(&self) -> Vec<u8> {
+        encode_trailer(
+            self.entries.len() as u64,
+            self.datalen,
+            crc32c::crc32c(&self.header),
+        )
+    }
+
+    /// Writes the whole file to `w`. Small items go through a buffer; payloads are written
+    /// straight from the tensors' memory.
+    pub fn write_to(&self, w: &mut dyn Write) -> io::Result<()> {
+        let mut small = Vec::with_capacity(256);
+        w.write_all(&self.header)?;
+        let hlen = self.header.len() as u64;
+        push_padding(
+            &mut small,
+            (align_up(hlen, self.align).expect("small") - hlen) as usize,
+        );
+        let mut cur = 0u64;
+        for (t, e) in self.tensors.iter().zip(&self.entries) {
+            let h = payload_head_len(e.dtype, e.len);
+            push_padding(&mut small, (e.off - h - cur) as usize);
+            payload_head(e.dtype, e.len, &mut small);
+            let bytes = t.le_bytes();
+            if bytes.len() < 4096 {
+                small.extend_from_slice(&bytes);
+            } else {
+                w.write_all(&small)?;
+                small.clear();
+                w.write_all(&bytes)?;
+            }
+            if small.len() >= 1 << 16 {
+                w.write_all(&small)?;
+                small.clear();
+            }
+            cur = e.off + e.len;
+        }
+        small.extend_from_slice(&self.trailer());
+        w.write_all(&small)
+    }
+
+    /// The whole file as bytes (for tests and in-memory use).
+    pub fn to_vec(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(self.file_len() as usize);
+        self.write_to(&mut v).expect("writing to a Vec cannot fail");
+        v
+    }
+}
+
+/// CRC32C of every tensor; large totals are split over the available cores.
+fn crc_all(tensors: &[&Tensor]) -> Vec<u32> {
+    let total: usize = tensors.iter().map(|t| t.nbytes()).sum();
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8);
+    if total < (32 << 20) || threads == 1 {
+        return tensors.iter().map(|t| crc32c::crc32c(&t.le_bytes())).collect();
+    }
+    tensors
+        .iter()
+        .map(|t| {
+            let b = t.le_bytes();
+            if b.len() < (8 << 20) {
+                crc32c::crc32c(&b)
+            } else {
+                parallel_crc(&b, threads)
+            }
+        })
+        .collect()
+}
+
+/// CRC32C of `b` computed in `threads` pieces and combined.
+pub(crate) fn parallel_crc(b: &[u8], threads: usize) -> u32 {
+    let chunk = b.len().div_ceil(threads);
+    let parts: Vec<(u32, usize)> = std::thread::scope(|s| {
+        let hs: Vec<_> = b
+            .chunks(chunk)
+            .map(|c| s.spawn(move || (crc32c::crc32c(c), c.len())))
+            .collect();
+        hs.into_iter().map(|h| h.join().expect("crc thread")).collect()
+    });
+    parts
+        .into_iter()
+        .fold(0u32, |acc, (c, len)| crc32c::crc32c_combine(acc, c, len))
+}
+
+fn enc(out: &mut Vec<u8>) -> Encoder<&mut Vec<u8>> {
+    Encoder::from(out)
+}
+
+fn push_text(out: &mut Vec<u8>, s: &str) {
+    push_head(out, 3, s.len() as u64);
+    out.extend_from_slice(s.as_bytes());
+}
+
+fn encode_tree<'a>(
+    t: &'a Pytree,
+    out: &mut Vec<u8>,
+    tensors: &mut Option<&mut Vec<&'a Tensor>>,
+    path: &mut String,
+    depth: usize,
+) -> Result<(), EncodeError> {
+    fn leaf_path(p: &str) -> String {
+        if p.is_empty() {
+            "/".into()
+        } else {
+            p.to_string()
+        }
+    }
+    match t {
+        Pytree::Map(_) | Pytree::List(_) if depth >= MAX_DEPTH => {
+            return Err(EncodeError::TooDeep {
+                path: leaf_path(path),
+            })
+        }
+        Pytree::Map(m) => {
+            push_head(out, 5, m.len() as u64);
+            for (k, v) in m {
+                push_text(out, k);
+                let n = path.len();
+                if !path.is_empty() {
+                    path.push('/');
+                }
+                path.push_str(k);
+                encode_tree(v, out, tensors, path, depth + 1)?;
+                path.truncate(n);
+            }
+        }
+        Pytree::List(l) => {
+            push_head(out, 4, l.len() as u64);
+            for (i, v) in l.iter().enumerate() {
+                let n = path.len();
+                if !path.is_empty() {
+                    path.push('/');
+                }
+                path.push_str(&i.to_string());
+                encode_tree(v, out, tensors, path, depth + 1)?;
+                path.truncate(n);
+            }
+        }
+        Pytree::Tensor(x) | Pytree::Scalar(x) => {
+            let Some(list) = tensors.as_deref_mut() else {
+                return Err(EncodeError::TensorInMeta {
+                    path: leaf_path(path),
+                });
+            };
+            let scalar = matches!(t, Pytree::Scalar(_));
+            if scalar && x.ndim() != 0 {
+                return Err(EncodeError::ScalarNotZeroD {
+                    path: leaf_path(path),
+                    shape: x.shape().to_vec(),
+                });
+            }
+            if x.ndim() > MAX_NDIM {
+                return Err(EncodeError::TooManyAxes {
+                    path: leaf_path(path),
+                    ndim: x.ndim(),
+                });
+            }
+            push_head(out, 6, if scalar { TAG_SCALAR } else { TAG_TENSOR });
+            push_head(out, 0, list.len() as u64);
+            list.push(x);
+        }
+        Pytree::Int(i) => {
+            if *i >= 0 {
+                push_head(out, 0, *i as u64);
+            } else {
+                push_head(out, 1, !(*i as u64));
+            }
+        }
+        Pytree::UInt(u) => {
+            if *u <= i64::MAX as u64 {
+                push_head(out, 6, TAG_UINT);
+            }
+            push_head(out, 0, *u);
+        }
+        Pytree::Float(x) => {
+            enc(out).push(Header::Float(*x)).expect("Vec write");
+        }
+        Pytree::Complex(c) => {
+            push_head(out, 6, TAG_COMPLEX);
+            push_head(out, 4, 2);
+            enc(out).push(Header::Float(c.re)).expect("Vec write");
+            enc(out).push(Header::Float(c.im)).expect("Vec write");
+        }
+        Pytree::Bool(b) => out.push(if *b { 0xf5 } else { 0xf4 }),
+        Pytree::Str(s) => push_text(out, s),
+        Pytree::Bytes(b) => {
+            push_head(out, 2, b.len() as u64);
+            out.extend_from_slice(b);
+        }
+        Pytree::None => out.push(0xf6),
+    }
+    Ok(())
+}
+
+fn encode_header(entries: &[TensorEntry], tree: &[u8], meta: Option<&[u8]>, align: u64) -> Vec<u8> {
+    let mut h = Vec::with_capacity(64 + tree.len() + entries.len() * 48);
+    h.extend_from_slice(&MAGIC);
+    // Keys in RFC 8949 section 4.2.1 order (bytewise order of their encodings).
+    push_head(&mut h, 5, if meta.is_some() { 6 } else { 5 });
+    push_text(&mut h, "fmt");
+    push_text(&mut h, FORMAT_ID);
+    push_text(&mut h, "ver");
+    push_head(&mut h, 4, 2);
+    push_head(&mut h, 0, VERSION[0]);
+    push_head(&mut h, 0, VERSION[1]);
+    if let Some(m) = meta {
+        push_text(&mut h, "meta");
+        h.extend_from_slice(m);
+    }
+    push_text(&mut h, "tree");
+    h.extend_from_slice(tree);
+    push_text(&mut h, "align");
+    push_head(&mut h, 0, align);
+    push_text(&mut h, "tensors");
+    push_head(&mut h, 4, entries.len() as u64);
+    for e in entries {
+        push_head(&mut h, 5, 5);
+        push_text(&mut h, "len");
+        push_head(&mut h, 0, e.len);
+        push_text(&mut h, "off");
+        push_head(&mut h, 0, e.off);
+        push_text(&mut h, "dtype");
+        push_text(&mut h, e.dtype.name());
+        push_text(&mut h, "shape");
+        push_head(&mut h, 4, e.shape.len() as u64);
+        for &d in &e.shape {
+            push_head(&mut h, 0, d as u64);
+        }
+        push_text(&mut h, "crc32c");
+        push_head(&mut h, 0, e.crc32c as u64);
+    }
+    h
+}
+
+fn encode_trailer(n: u64, datalen: u64, hcrc: u32) -> Vec<u8> {
+    let mut t = Vec::with_capacity(48);
+    push_head(&mut t, 5, 4);
+    push_text(&mut t, "n");
+    push_head(&mut t, 0, n);
+    push_text(&mut t, "end");
+    push_text(&mut t, FORMAT_ID);
+    push_text(&mut t, "hcrc");
+    push_head(&mut t, 0, hcrc as u64);
+    push_text(&mut t, "datalen");
+    push_head(&mut t, 0, datalen);
+    t
+}
+
+// ---------------------------------------------------------------- reader
+
+/// A decoded CBOR value of the header (only what the format uses).
+#[derive(Debug, Clone)]
+enum Val {
+    Uint(u64),
+    Nint(u64),
+    Float(f64),
+    Bool(bool),
+    Null,
+    Bytes(Vec<u8>),
+    Text(String),
+    Array(Vec<Val>),
+    /// Entries in file order; duplicate keys are rejected while parsing.
+    Map(Vec<(String, Val)>),
+    Tag(u64, Box<Val>),
+    /// A tensor (false) or numpy-scalar (true) reference: tag 46000/46001 with an index.
+    Ref(u64, bool),
+}
+
+impl Val {
+    fn kind(&self) -> &'static str {
+        match self {
+            Val::Uint(_) => "unsigned int",
+            Val::Nint(_) => "negative int",
+            Val::Float(_) => "float",
+            Val::Bool(_) => "bool",
+            Val::Null => "null",
+            Val::Bytes(_) => "byte string",
+            Val::Text(_) => "text",
+            Val::Array(_) => "array",
+            Val::Map(_) => "map",
+            Val::Tag(..) | Val::Ref(..) => "tag",
+        }
+    }
+}
+
+/// Parses CBOR items from a slice with ciborium-ll heads, bounding nesting and allocation:
+/// every length is checked against the bytes that remain before anything is allocated.
+struct Parser<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+    /// Absolute file offset of the slice's first byte (for error messages).
+    base: u64,
+}
+
+impl<'a> Parser<'a> {
+    fn new(bytes: &'a [u8], base: u64) -> Parser<'a> {
+        Parser { bytes, pos: 0, base }
+    }
+
+    fn pos(&self) -> usize {
+        self.pos
+    }
+
+    fn at(&self) -> u64 {
+        self.base + self.pos as u64
+    }
+
+    fn remaining(&self) -> usize {
+        self.bytes.len() - self.pos
+    }
+
+    /// Reads one CBOR head. Small heads are decoded inline; floats go through ciborium-ll.
+    #[inline]
+    fn pull(&mut self) -> Result<Header, FormatError> {
+        let at = self.at();
+        let Some(&b) = self.bytes.get(self.pos) else {
+            return Err(FormatError::Truncated { offset: at });
+        };
+        let (major, info) = (b >> 5, b & 0x1f);
+        if major != 7 {
+            let n = match info {
+                0..=23 => {
+                    self.pos += 1;
+                    info as u64
+                }
+                24..=27 => {
+                    let w = 1usize << (info - 24);
+                    let Some(arg) = self.bytes.get(self.pos + 1..self.pos + 1 + w) else {
+                        return Err(FormatError::Truncated { offset: at });
+                    };
+                    self.pos += 1 + w;
+                    arg.iter().fold(0u64, |acc, &x| (acc << 8) | x as u64)
+                }
+                31 if (2..=5).contains(&major) => {
+                    return Err(FormatError::Syntax {
+                        offset: at,
+                        what: "indefinite-length items are not allowed".into(),
+                    })
+                }
+                _ => {
+                    return Err(FormatError::Syntax {
+                        offset: at,
+                        what: "invalid CBOR head".into(),
+                    })
+                }
+            };
+            let len = || usize::try_from(n).map_err(|_| FormatError::Truncated { offset: at });
+            return Ok(match major {
+                0 => Header::Positive(n),
+                1 => Header::Negative(n),
+                2 => Header::Bytes(Some(len()?)),
+                3 => Header::Text(Some(len()?)),
+                4 => Header::Array(Some(len()?)),
+                5 => Header::Map(Some(len()?)),
+                _ => Header::Tag(n),
+            });
+        }
+        let mut d = Decoder::from(&self.bytes[self.pos..]);
+        let h = d.pull().map_err(|e| match e {
+            ciborium_ll::Error::Io(_) => FormatError::Truncated { offset: at },
+            ciborium_ll::Error::Syntax(_) => FormatError::Syntax {
+                offset: at,
+                what: "invalid CBOR head".into(),
+            },
+        })?;
+        self.pos += d.offset();
+        Ok(h)
+    }
+
+    fn take(&mut self, n: usize) -> Result<&'a [u8], FormatError> {
+        if n > self.remaining() {
+            return Err(FormatError::Truncated { offset: self.at() });
+        }
+        let s = &self.bytes[self.pos..self.pos + n];
+        self.pos += n;
+        Ok(s)
+    }
+
+    fn text_of(&mut self, n: usize, at: u64) -> Result<&'a str, FormatError> {
+        std::str::from_utf8(self.take(n)?).map_err(|_| FormatError::Syntax {
+            offset: at,
+            what: "text is not valid UTF-8".into(),
+        })
+    }
+
+    /// A map key: must be text.
+    fn key(&mut self) -> Result<&'a str, FormatError> {
+        let at = self.at();
+        match self.pull()? {
+            Header::Text(Some(n)) => self.text_of(n, at),
+            Header::Text(None) => Err(FormatError::Syntax {
+                offset: at,
+                what: "indefinite-length items are not allowed".into(),
+            }),
+            other => Err(FormatError::NonTextKey {
+                offset: at,
+                found: head_kind(&other),
+            }),
+        }
+    }
+
+    fn map_head(&mut self, item: &'static str, key: &'static str) -> Result<usize, FormatError> {
+        let at = self.at();
+        match self.pull()? {
+            Header::Map(Some(n)) => Ok(n),
+            other => Err(FormatError::WrongType {
+                offset: at,
+                item,
+                key,
+                expected: "map",
+                found: head_kind(&other),
+            }),
+        }
+    }
+
+    fn array_head(&mut self, item: &'static str, key: &'static str) -> Result<usize, FormatError> {
+        let at = self.at();
+        match self.pull()? {
+            Header::Array(Some(n)) => Ok(n),
+            other => Err(FormatError::WrongType {
+                offset: at,
+                item,
+                key,
+                expected: "array",
+                found: head_kind(&other),
+            }),
+        }
+    }
+
+    fn uint(&mut self, item: &'static str, key: &'static str) -> Result<u64, FormatError> {
+        let at = self.at();
+        match self.pull()? {
+            Header::Positive(u) => Ok(u),
+            other => Err(FormatError::WrongType {
+                offset: at,
+                item,
+                key,
+                expected: "unsigned int",
+                found: head_kind(&other),
+            }),
+        }
+    }
+
+    fn value(&mut self, depth: usize) -> Result<Val, FormatError> {
+        let at = self.at();
+        let nested = || -> Result<(), FormatError> {
+            if depth >= MAX_DEPTH {
+                Err(FormatError::TooDeep {
+                    offset: at,
+                    limit: MAX_DEPTH,
+                })
+            } else {
+                Ok(())
+            }
+        };
+        Ok(match self.pull()? {
+            Header::Positive(u) => Val::Uint(u),
+            Header::Negative(n) => Val::Nint(n),
+            Header::Float(f) => Val::Float(f),
+            Header::Simple(20) => Val::Bool(false),
+            Header::Simple(21) => Val::Bool(true),
+            Header::Simple(22) => Val::Null,
+            Header::Simple(s) => {
+                return Err(FormatError::Syntax {
+                    offset: at,
+                    what: format!("unsupported simple value {s}"),
+                })
+            }
+            Header::Break => {
+                return Err(FormatError::Syntax {
+                    offset: at,
+                    what: "unexpected break".into(),
+                })
+            }
+            Header::Bytes(Some(n)) => Val::Bytes(self.take(n)?.to_vec()),
+            Header::Text(Some(n)) => Val::Text(self.text_of(n, at)?.to_string()),
+            Header::Array(Some(n)) => {
+                nested()?;
+                let mut v = Vec::with_capacity(n.min(self.remaining()).min(PREALLOC_CAP));
+                for _ in 0..n {
+                    v.push(self.value(depth + 1)?);
+                }
+                Val::Array(v)
+            }
+            Header::Map(Some(n)) => {
+                nested()?;
+                let mut v: Vec<(String, Val)> = Vec::with_capacity(n.min(self.remaining()).min(PREALLOC_CAP));
+                let mut big: Vec<(&'a str, u64)> = Vec::new();
+                for _ in 0..n {
+                    let kat = self.at();
+                    let key = self.key()?;
+                    if n <= 16 {
+                        if v.iter().any(|(k, _)| k == key) {
+                            return Err(FormatError::DuplicateKey {
+                                offset: kat,
+                                key: key.to_string(),
+                            });
+                        }
+                    } else {
+                        big.push((key, kat));
+                    }
+                    let val = self.value(depth + 1)?;
+                    v.push((key.to_string(), val));
+                }
+                if !big.is_empty() {
+                    big.sort_unstable();
+                    if let Some(w) = big.windows(2).find(|w| w[0].0 == w[1].0) {
+                        return Err(FormatError::DuplicateKey {
+                            offset: w[1].1,
+                            key: w[1].0.to_string(),
+                        });
+                    }
+                }
+                Val::Map(v)
+            }
+            Header::Tag(t) => {
+                nested()?;
+                // Tensor references are the bulk of a tree: keep them unboxed.
+                if t == TAG_TENSOR || t == TAG_SCALAR {
+                    let save = self.pos;
+                    if let Ok(Header::Positive(i)) = self.pull() {
+                        return Ok(Val::Ref(i, t == TAG_SCALAR));
+                    }
+                    self.pos = save;
+                }
+                Val::Tag(t, Box::new(self.value(depth + 1)?))
+            }
+            Header::Bytes(None) | Header::Text(None) | Header::Array(None) | Header::Map(None) => {
+                return Err(FormatError::Syntax {
+                    offset: at,
+                    what: "indefinite-length items are not allowed".into(),
+                })
+            }
+        })
+    }
+
+    /// One tensor entry, parsed without building generic values.
+    fn tensor_entry(&mut self, index: usize) -> Result<TensorEntry, FormatError> {
+        let item = "tensor entry";
+        let at = self.at();
+        let n = self.map_head(item, "")?;
+        let (mut len, mut off, mut dtype, mut shape, mut crc) = (None, None, None, None, None);
+        let mut others: Vec<&str> = Vec::new();
+        for _ in 0..n {
+            let kat = self.at();
+            let key = self.key()?;
+            let dup = match key {
+                "len" => len.replace(self.uint(item, "len")?).is_some(),
+                "off" => off.replace(self.uint(item, "off")?).is_some(),
+                "crc32c" => crc.replace(self.uint(item, "crc32c")?).is_some(),
+                "dtype" => {
+                    let tat = self.at();
+                    let name = match self.pull()? {
+                        Header::Text(Some(n)) => self.text_of(n, tat)?,
+                        other => {
+                            return Err(FormatError::WrongType {
+                                offset: tat,
+                                item,
+                                key: "dtype",
+                                expected: "text",
+                                found: head_kind(&other),
+                            })
+                        }
+                    };
+                    let d = DType::from_name(name).ok_or_else(|| FormatError::UnknownDtype {
+                        index,
+                        name: name.to_string(),
+                    })?;
+                    dtype.replace(d).is_some()
+                }
+                "shape" => {
+                    let nd = self.array_head(item, "shape")?;
+                    if nd > MAX_NDIM {
+                        return Err(FormatError::BadShape { index });
+                    }
+                    let mut dims = Vec::with_capacity(nd);
+                    for _ in 0..nd {
+                        let d = self.uint(item, "shape")?;
+                        dims.push(usize::try_from(d).map_err(|_| FormatError::BadShape { index })?);
+                    }
+                    shape.replace(dims).is_some()
+                }
+                other => {
+                    // A key of a newer minor version: skip its value.
+                    self.value(1)?;
+                    if others.contains(&other) {
+                        true
+                    } else {
+                        others.push(other);
+                        false
+                    }
+                }
+            };
+            if dup {
+                return Err(FormatError::DuplicateKey {
+                    offset: kat,
+                    key: key.to_string(),
+                });
+            }
+        }
+        let missing = |key| FormatError::MissingKey {
+            offset: at,
+            item,
+            key,
+        };
+        let crc = crc.ok_or(missing("crc32c"))?;
+        Ok(TensorEntry {
+            dtype: dtype.ok_or(missing("dtype"))?,
+            shape: shape.ok_or(missing("shape"))?,
+            off: off.ok_or(missing("off"))?,
+            len: len.ok_or(missing("len"))?,
+            crc32c: u32::try_from(crc).map_err(|_| FormatError::WrongType {
+                offset: at,
+                item,
+                key: "crc32c",
+                expected: "32-bit unsigned int",
+                found: "larger int",
+            })?,
+        })
+    }
+}
+
+fn head_kind(h: &Header) -> &'static str {
+    match h {
+        Header::Positive(_) => "unsigned int",
+        Header::Negative(_) => "negative int",
+        Header::Float(_) => "float",
+        Header::Simple(_) => "simple value",
+        Header::Tag(_) => "tag",
+        Header::Break => "break",
+        Header::Bytes(_) => "byte string",
+        Header::Text(_) => "text",
+        Header::Array(_) => "array",
+        Header::Map(_) => "map",
+    }
+}
+
+fn get<'v>(
+    map: &'v [(String, Val)],
+    key: &'static str,
+    at: u64,
+    item: &'static str,
+) -> Result<&'v Val, FormatError> {
+    map.iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v)
+        .ok_or(FormatError::MissingKey {
+            offset: at,
+            item,
+            key,
+        })
+}
+
+fn uint(v: &Val, at: u64, item: &'static str, key: &'static str) -> Result<u64, FormatError> {
+    match v {
+        Val::Uint(u) => Ok(*u),
+        other => Err(FormatError::WrongType {
+            offset: at,
+            item,
+            key,
+            expected: "unsigned int",
+            found: other.kind(),
+        }),
+    }
+}
+
+/// A parsed and validated header.
+#[derive(Debug)]
+pub struct ParsedHeader {
+    /// End of the header item (its byte length, magic included).
+    pub header_len: u64,
+    /// `[major, minor]`.
+    pub version: [u64; 2],
+    /// Payload alignment.
+    pub align: u64,
+    /// Tensor entries in file order.
+    pub tensors: Vec<TensorEntry>,
+    tree: Val,
+    meta: Option<Val>,
+    /// Data base B.
+    pub data_base: u64,
+    /// Bytes from B to the trailer.
+    pub datalen: u64,
+}
+
+impl ParsedHeader {
+    /// The user meta-data, if the header has any.
+    pub fn meta(&self) -> Result<Option<Pytree>, FormatError> {
+        self.meta
+            .as_ref()
+            .map(|m| {
+                build_tree(m.clone(), &mut |_, _, at| {
+                    Err(FormatError::BadTensorRef {
+                        offset: at,
+                        index: u64::MAX,
+                    })
+                })
+            })
+            .transpose()
+    }
+}
+
+/// Parses the header from `bytes` (the start of a file of `file_len` bytes). Returns
+/// [`FormatError::Truncated`] if the header runs past `bytes` (the caller may retry with more).
+pub fn parse_header(bytes: &[u8], file_len: u64) -> Result<ParsedHeader, FormatError> {
+    if bytes.len() < 3 || bytes[..3] != MAGIC {
+        return Err(FormatError::BadMagic);
+    }
+    let mut p = Parser::new(&bytes[3..], 3);
+    let item = "header";
+    let n = p.map_head(item, "")?;
+    let (mut fmt, mut ver, mut align, mut tensors, mut tree, mut meta) = (None, None, None, None, None, None);
+    let mut others: Vec<&str> = Vec::new();
+    for _ in 0..n {
+        let kat = p.at();
+        let key = p.key()?;
+        let dup = match key {
+            "fmt" => fmt.replace(p.value(1)?).is_some(),
+            "ver" => ver.replace(p.value(1)?).is_some(),
+            "align" => align.replace(p.uint(item, "align")?).is_some(),
+            "tree" => tree.replace(p.value(1)?).is_some(),
+            "meta" => meta.replace(p.value(1)?).is_some(),
+            "tensors" => {
+                // The format id and version come first in every valid header: check them before
+                // reading entries, so another format or version gets the right error.
+                check_id(&fmt, &ver)?;
+                let count = p.array_head(item, "tensors")?;
+                let mut v = Vec::with_capacity(count.min(p.remaining() / 32));
+                for index in 0..count {
+                    v.push(p.tensor_entry(index)?);
+                }
+                tensors.replace(v).is_some()
+            }
+            other => {
+                p.value(1)?;
+                if others.contains(&other) {
+                    true
+                } else {
+                    others.push(other);
+                    false
+                }
+            }
+        };
+        if dup {
+            return Err(FormatError::DuplicateKey {
+                offset: kat,
+                key: key.to_string(),
+            });
+        }
+    }
+    let header_len = 3 + p.pos() as u64;
+    let version = check_id(&fmt, &ver)?;
+    let missing = |key| FormatError::MissingKey { offset: 3, item, key };
+    let align = align.ok_or(missing("align"))?;
+    if !(8..=65536).contains(&align) || !align.is_power_of_two() {
+        return Err(FormatError::BadAlign { align });
+    }
+    let tensors = tensors.ok_or(missing("tensors"))?;
+    let tree = tree.ok_or(missing("tree"))?;
+    for (index, e) in tensors.iter().enumerate() {
+        // ndarray needs the product of the non-zero axes to fit isize.
+        let nonzero = e
+            .shape
+            .iter()
+            .try_fold(1usize, |acc, &d| acc.checked_mul(d.max(1)))
+            .filter(|&p| p <= isize::MAX as usize);
+        match (nonzero, checked_nbytes(e.dtype, &e.shape).ok()) {
+            (Some(_), Some(n)) if n as u64 == e.len => {}
+            (Some(_), Some(n)) => {
+                return Err(FormatError::LengthMismatch {
+                    index,
+                    expected: n as u64,
+                    found: e.len,
+                })
+            }
+            _ => return Err(FormatError::BadShape { index }),
+        }
+    }
+    // Validate every length against the file before anything is allocated for payloads.
+    let (offs, datalen) =
+        layout(tensors.iter().map(|e| (e.dtype, e.len)), align).ok_or(FormatError::TooLarge { file_len })?;
+    for (index, (e, off)) in tensors.iter().zip(offs).enumerate() {
+        if e.off != off {
+            return Err(FormatError::BadOffset {
+                index,
+                expected: off,
+                found: e.off,
+            });
+        }
+    }
+    let data_base = align_up(header_len, align).ok_or(FormatError::TooLarge { file_len })?;
+    match data_base.checked_add(datalen) {
+        Some(end) if end < file_len => {}
+        _ => return Err(FormatError::TooLarge { file_len }),
+    }
+    Ok(ParsedHeader {
+        header_len,
+        version,
+        align,
+        tensors,
+        tree,
+        meta,
+        data_base,
+        datalen,
+    })
+}
+
+/// Checks the format id and the major version; returns `[major, minor]`.
+fn check_id(fmt: &Option<Val>, ver: &Option<Val>) -> Result<[u64; 2], FormatError> {
+    match fmt {
+        Some(Val::Text(s)) if s == FORMAT_ID => {}
+        _ => return Err(FormatError::NotNative),
+    }
+    let version = match ver {
+        Some(Val::Array(v)) if v.len() == 2 => match (&v[0], &v[1]) {
+            (Val::Uint(a), Val::Uint(b)) => [*a, *b],
+            _ => return Err(bad_ver(ver)),
+        },
+        _ => return Err(bad_ver(ver)),
+    };
+    if version[0] != VERSION[0] {
+        return Err(FormatError::UnsupportedVersion {
+            major: version[0],
+            minor: version[1],
+        });
+    }
+    Ok(version)
+}
+
+fn bad_ver(v: &Option<Val>) -> FormatError {
+    match v {
+        None => FormatError::MissingKey {
+            offset: 3,
+            item: "header",
+            key: "ver",
+        },
+        Some(v) => FormatError::WrongType {
+            offset: 3,
+            item: "header",
+            key: "ver",
+            expected: "[major, minor]",
+            found: v.kind(),
+        },
+    }
+}
+
+/// Parses the trailer from its bytes (which must end the file) and checks it against the header.
+fn check_trailer(bytes: &[u8], at: u64, h: &ParsedHeader, hcrc: u32) -> Result<(), FormatError> {
+    let mut p = Parser::new(bytes, at);
+    let v = p.value(0)?;
+    if p.pos() != bytes.len() {
+        return Err(FormatError::TrailingData {
+            offset: at + p.pos() as u64,
+        });
+    }
+    let item = "trailer";
+    let Val::Map(m) = v else {
+        return Err(FormatError::BadTrailer {
+            offset: at,
+            what: "not a map".into(),
+        });
+    };
+    let bad = |what: String| FormatError::BadTrailer { offset: at, what };
+    if !matches!(get(&m, "end", at, item)?, Val::Text(s) if s == FORMAT_ID) {
+        return Err(bad("`end` is not the format id".into()));
+    }
+    let n = uint(get(&m, "n", at, item)?, at, item, "n")?;
+    if n != h.tensors.len() as u64 {
+        return Err(bad(format!("n = {n}, but the header lists {}", h.tensors.len())));
+    }
+    let d = uint(get(&m, "datalen", at, item)?, at, item, "datalen")?;
+    if d != h.datalen {
+        return Err(bad(format!("datalen = {d}, expected {}", h.datalen)));
+    }
+    let stored = uint(get(&m, "hcrc", at, item)?, at, item, "hcrc")?;
+    if stored != hcrc as u64 {
+        return Err(FormatError::HeaderChecksum {
+            stored,
+            computed: hcrc,
+        });
+    }
+    Ok(())
+}
+
+fn build_tree(
+    v: Val,
+    tensor: &mut dyn FnMut(u64, bool, u64) -> Result<Pytree, FormatError>,
+) -> Result<Pytree, FormatError> {
+    // Offsets inside the tree are not tracked per value; errors use offset 0 within the header.
+    let at = 0;
+    Ok(match v {
+        Val::Map(m) => {
+            let mut out = IndexMap::with_capacity(m.len());
+            for (k, v) in m {
+                out.insert(k, build_tree(v, tensor)?);
+            }
+            Pytree::Map(out)
+        }
+        Val::Array(a) => Pytree::List(
+            a.into_iter()
+                .map(|v| build_tree(v, tensor))
+                .collect::<Result<_, _>>()?,
+        ),
+        Val::Uint(u) => i64::try_from(u).map_or(Pytree::UInt(u), Pytree::Int),
+        Val::Nint(n) => {
+            if n > i64::MAX as u64 {
+                return Err(FormatError::IntOutOfRange);
+            }
+            Pytree::Int(!(n as i64))
+        }
+        Val::Float(f) => Pytree::Float(f),
+        Val::Bool(b) => Pytree::Bool(b),
+        Val::Null => Pytree::None,
+        Val::Bytes(b) => Pytree::Bytes(b),
+        Val::Text(s) => Pytree::Str(s),
+        Val::Ref(i, scalar) => tensor(i, scalar, at)?,
+        Val::Tag(TAG_TENSOR, i) => match *i {
+            Val::Uint(i) => tensor(i, false, at)?,
+            _ => {
+                return Err(FormatError::BadTensorRef {
+                    offset: at,
+                    index: u64::MAX,
+                })
+            }
+        },
+        Val::Tag(TAG_SCALAR, i) => match *i {
+            Val::Uint(i) => tensor(i, true, at)?,
+            _ => {
+                return Err(FormatError::BadTensorRef {
+                    offset: at,
+                    index: u64::MAX,
+                })
+            }
+        },
+        Val::Tag(TAG_UINT, u) => match *u {
+            Val::Uint(u) => Pytree::UInt(u),
+            _ => return Err(FormatError::UnknownTag { tag: TAG_UINT }),
+        },
+        Val::Tag(TAG_COMPLEX, c) => match &*c {
+            Val::Array(a) if a.len() == 2 => match (&a[0], &a[1]) {
+                (Val::Float(re), Val::Float(im)) => Pytree::Complex(crate::C128::new(*re, *im)),
+                _ => return Err(FormatError::UnknownTag { tag: TAG_COMPLEX }),
+            },
+            _ => return Err(FormatError::UnknownTag { tag: TAG_COMPLEX }),
+        },
+        Val::Tag(t, _) => return Err(FormatError::UnknownTag { tag: t }),
+    })
+}
+
+/// Where to read payloads with several threads (`pread`), when the source is a file.
+pub struct Parallel<'f> {
+    /// The open file.
+    pub file: &'f std::fs::File,
+    /// Threads to use.
+    pub threads: usize,
+    /// Payloads of at least this many bytes are read in parallel.
+    pub min_bytes: u64,
+}
+
+/// Reads a whole native checkpoint from `r` (positioned anywhere; `file_len` bytes long).
+/// Lengths are checked against `file_len` before any allocation; every tensor's CRC32C and the
+/// header's are verified. With `parallel`, large payloads are read by several threads.
+pub fn read<R: Read + Seek>(
+    r: &mut R,
+    file_len: u64,
+    parallel: Option<&Parallel<'_>>,
+) -> Result<Pytree, FormatError> {
+    let (h, hcrc) = read_header(r, file_len)?;
+    let mut br = io::BufReader::with_capacity(1 << 16, &mut *r);
+    br.seek(SeekFrom::Start(h.header_len)).map_err(io_err)?;
+    let mut pos = h.header_len;
+    let mut expect = Vec::with_capacity(128);
+    let mut got = Vec::with_capacity(128);
+    push_padding(&mut expect, (h.data_base - h.header_len) as usize);
+    got.resize(expect.len(), 0);
+    br.read_exact(&mut got)
+        .map_err(|_| FormatError::Truncated { offset: pos })?;
+    if got != expect {
+        let i = got.iter().zip(&expect).position(|(a, b)| a != b).unwrap_or(0);
+        return Err(FormatError::BadPadding {
+            offset: pos + i as u64,
+            index: 0,
+        });
+    }
+    pos += expect.len() as u64;
+    expect.clear();
+    let mut cur = 0u64;
+    let mut out: Vec<Option<Tensor>> = Vec::with_capacity(h.tensors.len());
+    for (index, e) in h.tensors.iter().enumerate() {
+        let hl = payload_head_len(e.dtype, e.len);
+        push_padding(&mut expect, (e.off - hl - cur) as usize);
+        payload_head(e.dtype, e.len, &mut expect);
+        got.resize(expect.len(), 0);
+        br.read_exact(&mut got)
+            .map_err(|_| FormatError::Truncated { offset: pos })?;
+        if got != expect {
+            let i = got.iter().zip(&expect).position(|(a, b)| a != b).unwrap_or(0);
+            return Err(FormatError::BadPadding {
+                offset: pos + i as u64,
+                index,
+            });
+        }
+        pos += expect.len() as u64;
+        expect.clear();
+        let t = match parallel {
+            Some(p) if e.len >= p.min_bytes && p.threads > 1 => {
+                let mut rd = ParallelReader {
+                    file: p.file,
+                    pos,
+                    threads: p.threads,
+                    crc: 0,
+                    done: 0,
+                };
+                let t = Tensor::read_le(e.dtype, &e.shape, &mut rd);
+                br.seek(SeekFrom::Start(pos + e.len)).map_err(io_err)?;
+                t.map(|t| (t, rd.crc))
+            }
+            _ => {
+                let mut rd = CrcReader {
+                    inner: &mut br,
+                    crc: 0,
+                };
+                Tensor::read_le(e.dtype, &e.shape, &mut rd).map(|t| (t, rd.crc))
+            }
+        };
+        let (t, crc) = t.map_err(|err| FormatError::Tensor {
+            index,
+            offset: pos,
+            source: err,
+        })?;
+        if crc != e.crc32c {
+            return Err(FormatError::Checksum {
+                index,
+                offset: pos,
+                stored: e.crc32c,
+                computed: crc,
+            });
+        }
+        pos += e.len;
+        cur = e.off + e.len;
+        out.push(Some(t));
+    }
+    let trailer_at = h.data_base + h.datalen;
+    let mut tb = vec![0u8; (file_len - trailer_at).min(1 << 16) as usize];
+    br.read_exact(&mut tb)
+        .map_err(|_| FormatError::Truncated { offset: trailer_at })?;
+    if file_len - trailer_at > tb.len() as u64 {
+        return Err(FormatError::TrailingData {
+            offset: trailer_at + tb.len() as u64,
+        });
+    }
+    check_trailer(&tb, trailer_at, &h, hcrc)?;
+    assemble(h.tree, out)
+}
+
+/// Builds the tree from the skeleton, moving each tensor into its (single) reference.
+fn assemble(tree: Val, mut out: Vec<Option<Tensor>>) -> Result<Pytree, FormatError> {
+    let n = out.len() as u64;
+    let tree = build_tree(tree, &mut |i, scalar, at| {
+        let slot = usize::try_from(i)
+            .ok()
+            .and_then(|i| out.get_mut(i))
+            .ok_or(FormatError::BadTensorRef { offset: at, index: i })?;
+        let t = slot
+            .take()
+            .ok_or(FormatError::BadTensorRef { offset: at, index: i })?;
+        if scalar {
+            if t.ndim() != 0 {
+                return Err(FormatError::BadTensorRef { offset: at, index: i });
+            }
+            Ok(Pytree::Scalar(t))
+        } else {
+            Ok(Pytree::Tensor(t))
+        }
+    })?;
+    if let Some(i) = out.iter().position(Option::is_some) {
+        return Err(FormatError::UnreferencedTensor { index: i, count: n });
+    }
+    Ok(tree)
+}
+
+fn io_err(e: io::Error) -> FormatError {
+    FormatError::Io(e.to_string())
+}
+
+/// Reads and parses the header (growing the read window as needed, never past the file), and
+/// returns it with its CRC32C.
+pub fn read_header<R: Read + Seek>(r: &mut R, file_len: u64) -> Result<(ParsedHeader, u32), FormatError> {
+    let mut want = file_len.min(1 << 20) as usize;
+    loop {
+        let mut buf = vec![0u8; want];
+        r.seek(SeekFrom::Start(0)).map_err(io_err)?;
+        r.read_exact(&mut buf)
+            .map_err(|_| FormatError::Truncated { offset: 0 })?;
+        match parse_header(&buf, file_len) {
+            Err(FormatError::Truncated { .. }) if (want as u64) < file_len => {
+                want = (want as u64 * 4).min(file_len) as usize;
+            }
+            Err(e) => return Err(e),
+            Ok(h) => {
+                let crc = crc32c::crc32c(&buf[..h.header_len as usize]);
+                return Ok((h, crc));
+            }
+        }
+    }
+}
+
+/// Quick structural check of a file: header, layout and trailer (payload CRCs not read).
+pub fn check_structure<R: Read + Seek>(r: &mut R, file_len: u64) -> Result<ParsedHeader, FormatError> {
+    let (h, hcrc) = read_header(r, file_len)?;
+    let at = h.data_base + h.datalen;
+    let n = file_len - at;
+    if n > 1 << 16 {
+        return Err(FormatError::TrailingData {
+            offset: at + (1 << 16),
+        });
+    }
+    let mut tb = vec![0u8; n as usize];
+    r.seek(SeekFrom::Start(at)).map_err(io_err)?;
+    r.read_exact(&mut tb)
+        .map_err(|_| FormatError::Truncated { offset: at })?;
+    check_trailer(&tb, at, &h, hcrc)?;
+    Ok(h)
+}
+
+/// Decodes a native checkpoint held in memory (the same checks as [`read`], on a slice).
+pub fn decode(bytes: &[u8]) -> Result<Pytree, FormatError> {
+    let file_len = bytes.len() as u64;
+    let h = parse_header(bytes, file_len)?;
+    let hcrc = crc32c::crc32c(&bytes[..h.header_len as usize]);
+    // parse_header checked B + datalen < file_len, so every slice below is in bounds.
+    let mut pos = h.header_len as usize;
+    let mut expect = Vec::with_capacity(128);
+    let check = |expect: &mut Vec<u8>, pos: &mut usize, index: usize| -> Result<(), FormatError> {
+        let got = &bytes[*pos..*pos + expect.len()];
+        if got != &expect[..] {
+            let i = got
+                .iter()
+                .zip(expect.iter())
+                .position(|(a, b)| a != b)
+                .unwrap_or(0);
+            return Err(FormatError::BadPadding {
+                offset: (*pos + i) as u64,
+                index,
+            });
+        }
+        *pos += expect.len();
+        expect.clear();
+        Ok(())
+    };
+    push_padding(&mut expect, (h.data_base - h.header_len) as usize);
+    check(&mut expect, &mut pos, 0)?;
+    let mut cur = 0u64;
+    let mut out = Vec::with_capacity(h.tensors.len());
+    for (index, e) in h.tensors.iter().enumerate() {
+        push_padding(
+            &mut expect,
+            (e.off - payload_head_len(e.dtype, e.len) - cur) as usize,
+        );
+        payload_head(e.dtype, e.len, &mut expect);
+        check(&mut expect, &mut pos, index)?;
+        let payload = &bytes[pos..pos + e.len as usize];
+        let crc = crc32c::crc32c(payload);
+        if crc != e.crc32c {
+            return Err(FormatError::Checksum {
+                index,
+                offset: pos as u64,
+                stored: e.crc32c,
+                computed: crc,
+            });
+        }
+        let t = Tensor::from_le_bytes(e.dtype, &e.shape, payload).map_err(|source| FormatError::Tensor {
+            index,
+            offset: pos as u64,
+            source,
+        })?;
+        out.push(Some(t));
+        pos += e.len as usize;
+        cur = e.off + e.len;
+    }
+    check_trailer(&bytes[pos..], pos as u64, &h, hcrc)?;
+    assemble(h.tree, out)
+}
+
+/// Encodes `tree` as a native checkpoint in memory.
+pub fn encode(tree: &Pytree) -> Result<Vec<u8>, EncodeError> {
+    Ok(Plan::new(tree, None, DEFAULT_ALIGN)?.to_vec())
+}
+
+/// Reads through, updating a CRC32C, at most 1 MiB per call so the bytes are still in cache.
+struct CrcReader<'r, R: Read> {
+    inner: &'r mut R,
+    crc: u32,
+}
+
+impl<R: Read> Read for CrcReader<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = buf.len().min(1 << 20);
+        let got = self.inner.read(&mut buf[..n])?;
+        self.crc = crc32c::crc32c_append(self.crc, &buf[..got]);
+        Ok(got)
+    }
+}
+
+/// A reader that fills each request with positional reads on several threads, computing the
+/// CRC32C of each piece as it lands and combining them.
+struct ParallelReader<'f> {
+    file: &'f std::fs::File,
+    pos: u64,
+    threads: usize,
+    crc: u32,
+    done: u64,
+}
+
+impl Read for ParallelReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        use std::os::unix::fs::FileExt;
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        let chunk = buf.len().div_ceil(self.threads).max(1 << 20);
+        let start = self.pos + self.done;
+        let file = self.file;
+        let parts: Vec<io::Result<(u32, usize)>> = std::thread::scope(|s| {
+            let hs: Vec<_> = buf
+                .chunks_mut(chunk)
+                .enumerate()
+                .map(|(i, c)| {
+                    s.spawn(move || -> io::Result<(u32, usize)> {
+                        let mut crc = 0u32;
+                        let base = start + (i * chunk) as u64;
+                        let mut done = 0usize;
+                        for piece in c.chunks_mut(1 << 20) {
+                            file.read_exact_at(piece, base + done as u64)?;
+                            crc = crc32c::crc32c_append(crc, piece);
+                            done += piece.len();
+                        }
+                        Ok((crc, c.len()))
+                    })
+                })
+                .collect();
+            hs.into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(io::Error::other("reader thread panicked")))
+                })
+                .collect()
+        });
+        for p in parts {
+            let (c, len) = p?;
+            self.crc = crc32c::crc32c_combine(self.crc, c, len);
+        }
+        self.done += buf.len() as u64;
+        Ok(buf.len())
+    }
+}
