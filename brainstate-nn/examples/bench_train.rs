@@ -46,17 +46,30 @@ fn setup(c: &Case, seed: u64) -> (TutorialSnn, Adam, SpikeInput, Vec<f32>) {
     (net, opt, SpikeInput::new(x).unwrap(), y)
 }
 
+/// CPU seconds (user + system) this process has used, from /proc (Linux); 0 elsewhere.
+fn cpu_s() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after = stat.rsplit(')').next().unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let tick = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (tick(11) + tick(12)) / 100.0
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
     v[v.len() / 2]
 }
 
-fn train(c: &Case, epochs: usize) -> (f64, f64, f32, f32) {
+fn train(c: &Case, epochs: usize) -> (f64, f64, f32, f32, f64) {
     let (mut net, mut opt, x, y) = setup(c, 0);
     let mut trainer = Bptt::new(1.0);
     let mut times = Vec::new();
     let mut losses = Vec::new();
-    for _ in 0..epochs {
+    let mut cpu0 = 0.0;
+    for e in 0..epochs {
+        if e == 1 {
+            cpu0 = cpu_s();
+        }
         let t0 = Instant::now();
         let l = trainer
             .train_epoch(&mut net, &mut opt, &x, Targets::Classes(&y))
@@ -64,16 +77,18 @@ fn train(c: &Case, epochs: usize) -> (f64, f64, f32, f32) {
         times.push(t0.elapsed().as_secs_f64());
         losses.push(l);
     }
+    let cpu = (cpu_s() - cpu0) / (epochs - 1) as f64;
     let first = times[0];
     let steady = median(times[1..].to_vec());
-    (first, steady, losses[0], *losses.last().unwrap())
+    (first, steady, losses[0], *losses.last().unwrap(), cpu)
 }
 
-fn forward(c: &Case, reps: usize) -> f64 {
+fn forward(c: &Case, reps: usize) -> (f64, f64) {
     let (mut net, _, x, _) = setup(c, 0);
     let mut trainer = Bptt::new(1.0);
     trainer.forward(&mut net, &x, false).unwrap();
-    median(
+    let cpu0 = cpu_s();
+    let wall = median(
         (0..reps)
             .map(|_| {
                 let t0 = Instant::now();
@@ -81,7 +96,8 @@ fn forward(c: &Case, reps: usize) -> f64 {
                 t0.elapsed().as_secs_f64()
             })
             .collect(),
-    )
+    );
+    (wall, (cpu_s() - cpu0) / reps as f64)
 }
 
 fn main() {
@@ -116,13 +132,14 @@ fn main() {
             continue;
         }
         let e = if c.name == "small" { epochs.max(20) } else { epochs };
-        let (first, steady, l0, l1) = train(c, e);
+        let (first, steady, l0, l1, cpu) = train(c, e);
         println!(
-            "[{}] epochs {e}: first {:.4} s, steady median {:.5} s; loss {l0:.4} -> {l1:.4}",
-            c.name, first, steady
+            "[{}] epochs {e}: first {first:.4} s, steady median {steady:.5} s (CPU {cpu:.5} s per epoch); \
+             loss {l0:.4} -> {l1:.4}",
+            c.name
         );
         let mut entry = format!(
-            "\"{}\": {{\"epoch_s\": {steady:.6}, \"first_epoch_s\": {first:.5}",
+            "\"{}\": {{\"epoch_s\": {steady:.6}, \"cpu_s_per_epoch\": {cpu:.5}, \"first_epoch_s\": {first:.5}",
             c.name
         );
         if c.name != "small" {
@@ -140,14 +157,13 @@ fn main() {
         summary.push(entry + "}");
     }
     if which == "all" || which == "fwd" {
-        let s = forward(&sparse, 10);
+        let (s, cpu) = forward(&sparse, 10);
         println!(
-            "[fwd] 700->1000->20, batch 256, 1% input: {:.5} s per 100 steps, {:.0} steps/s",
-            s,
+            "[fwd] 700->1000->20, batch 256, 1% input: {s:.5} s per 100 steps (CPU {cpu:.5} s), {:.0} steps/s",
             100.0 / s
         );
         summary.push(format!(
-            "\"fwd\": {{\"s_per_100_steps\": {s:.6}, \"steps_per_s\": {:.1}}}",
+            "\"fwd\": {{\"s_per_100_steps\": {s:.6}, \"cpu_s_per_100_steps\": {cpu:.5}, \"steps_per_s\": {:.1}}}",
             100.0 / s
         ));
     }

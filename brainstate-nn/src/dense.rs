@@ -9,9 +9,18 @@ use brainstate_core::{NodeName, Variable};
 use ndarray::linalg::general_mat_mul;
 use ndarray::{Array1, Array2, ArrayView2, ArrayViewMut2};
 
-/// Inputs with at most this fraction of nonzeros go through the event path (a spike adds a row of
-/// weights); denser ones through the matrix multiply.
-const SPARSE_FRACTION: usize = 8; // 1/8
+/// Most nonzeros for which the event path (a spike adds a row of weights, silence costs nothing)
+/// beats the matrix multiply: an event costs about `n_out + 16` scalar adds, the multiply
+/// `rows * n_in * n_out` multiply-adds at about 8 per add of the event loop.
+fn max_events(rows: usize, n_in: usize, n_out: usize) -> usize {
+    rows * n_in * n_out / (8 * (n_out + 16))
+}
+
+/// Products small enough that direct loops (skipping zero inputs) beat the matrix multiply's
+/// packing and the event list's bookkeeping.
+fn small(rows: usize, n_in: usize, n_out: usize) -> bool {
+    n_in * n_out <= 256 && rows * n_in * n_out <= 1 << 16
+}
 
 #[derive(Clone, Copy, Debug)]
 enum TapeStep {
@@ -102,6 +111,7 @@ pub struct Dense {
     grad_w: Vec<f32>,
     grad_b: Vec<f32>,
     d_in: Vec<f32>,
+    small_t: Vec<f32>,
 }
 
 impl Dense {
@@ -175,6 +185,7 @@ impl Dense {
             grad_w: vec![0.0; if training { num_in * num_out } else { 0 }],
             grad_b: vec![0.0; num_out],
             d_in: Vec::new(),
+            small_t: Vec::new(),
         }
     }
 
@@ -357,8 +368,19 @@ impl Layer for Dense {
                 add_rows(out, n_out, &e, w);
                 input
             }
+            Signal::Dense(x) if small(rows, n_in, n_out) => {
+                // Small products: direct loops, skipping zero inputs, beat both other paths.
+                for (o, xr) in out.chunks_exact_mut(n_out).zip(x.chunks_exact(n_in)) {
+                    for (&xi, wr) in xr.iter().zip(w.chunks_exact(n_out)) {
+                        if xi != 0.0 {
+                            o.iter_mut().zip(wr).for_each(|(o, w)| *o += xi * w);
+                        }
+                    }
+                }
+                input
+            }
             Signal::Dense(x) => {
-                if scan.collect(x, n_in, x.len() / SPARSE_FRACTION) {
+                if scan.collect(x, n_in, max_events(rows, n_in, n_out)) {
                     add_rows(out, n_out, &scan.view(), w);
                     Signal::Events(scan.view())
                 } else {
@@ -413,6 +435,7 @@ impl Layer for Dense {
             scan,
             tape,
             grad_w,
+            small_t,
             ..
         } = self;
         let sig = match input {
@@ -425,14 +448,31 @@ impl Layer for Dense {
             })?,
         };
         let sig = match sig {
-            Signal::Dense(x) if scan.collect(x, n_in, x.len() / SPARSE_FRACTION) => {
-                Signal::Events(scan.view())
+            Signal::Dense(x) if small(rows, n_in, n_out) && x.len() == rows * n_in => {
+                // Accumulate the transpose (rows of length n_in vectorise), then fold it in.
+                small_t.clear();
+                small_t.resize(n_out * n_in, 0.0);
+                for (xr, dr) in x.chunks_exact(n_in).zip(d_out.chunks_exact(n_out)) {
+                    for (gt, &d) in small_t.chunks_exact_mut(n_in).zip(dr) {
+                        gt.iter_mut().zip(xr).for_each(|(g, x)| *g += d * x);
+                    }
+                }
+                for (i, gr) in grad_w.chunks_exact_mut(n_out).enumerate() {
+                    for (j, g) in gr.iter_mut().enumerate() {
+                        *g += small_t[j * n_in + i];
+                    }
+                }
+                None
             }
-            s => s,
+            Signal::Dense(x) if scan.collect(x, n_in, max_events(rows, n_in, n_out)) => {
+                Some(Signal::Events(scan.view()))
+            }
+            s => Some(s),
         };
         match sig {
-            Signal::Events(e) => add_outer(grad_w, n_out, &e, d_out),
-            Signal::Dense(x) => {
+            None => {}
+            Some(Signal::Events(e)) => add_outer(grad_w, n_out, &e, d_out),
+            Some(Signal::Dense(x)) => {
                 let xv = ArrayView2::from_shape((rows, n_in), x).map_err(|_| NnError::BatchSize {
                     layer: label_of(name, "Dense"),
                     expected: x.len() / n_in.max(1),
@@ -458,6 +498,24 @@ impl Layer for Dense {
             expected: format!("{n_in} x {n_out}"),
             found: format!("{} values", w.len()),
         })?;
+        if small(rows, n_in, n_out) {
+            // d_in[b, :] = sum_j d[b, j] W[:, j]: axpys over n_in with W transposed once.
+            let wt = &mut self.small_t;
+            wt.clear();
+            wt.resize(n_out * n_in, 0.0);
+            for (i, wr) in w.chunks_exact(n_out).enumerate() {
+                for (j, &wv) in wr.iter().enumerate() {
+                    wt[j * n_in + i] = wv;
+                }
+            }
+            for (ir, dr) in self.d_in.chunks_exact_mut(n_in).zip(d_out.chunks_exact(n_out)) {
+                ir.fill(0.0);
+                for (wtr, &d) in wt.chunks_exact(n_in).zip(dr) {
+                    ir.iter_mut().zip(wtr).for_each(|(i, w)| *i += d * w);
+                }
+            }
+            return Ok(&self.d_in);
+        }
         let dv = ArrayView2::from_shape((rows, n_out), d_out).expect("shape");
         let mut iv = ArrayViewMut2::from_shape((rows, n_in), &mut self.d_in[..]).expect("shape");
         general_mat_mul(1.0, &dv, &wv.t(), 0.0, &mut iv);

@@ -268,7 +268,7 @@ impl Layer for Lif {
         out.resize(v.len(), 0.0);
         let c = exp_euler_c(dt, p.tau);
         let k = c / p.tau;
-        let (v_rest, r, v_th, v_reset) = (p.v_rest, p.r, p.v_th, p.v_reset);
+        let (v_rest, r) = (p.v_rest, p.r);
         // Pre-reset potentials go straight into the tape when recording.
         let base = tape.len();
         let vp: &mut [f32] = if record != Record::Off {
@@ -282,31 +282,20 @@ impl Layer for Lif {
             .zip(v.iter())
             .zip(i)
             .for_each(|((d, &v), &i)| *d = v + k * (v_rest - v + r * i));
-        let training = mode.is_training();
-        let it = v.iter_mut().zip(out.iter_mut()).zip(vp.iter());
-        match (training, p.spk_reset) {
-            (false, _) => it.for_each(|((v, o), &vp)| {
-                let spiking = vp >= v_th;
-                *o = if spiking { 1.0 } else { 0.0 };
-                *v = if spiking { v_reset } else { vp };
-            }),
-            (true, SpikeReset::Soft) => {
-                let jump = v_th - v_reset;
-                it.for_each(|((v, o), &vp)| {
-                    let s = if vp >= v_th { 1.0 } else { 0.0 };
-                    *o = s;
-                    *v = vp - jump * s;
-                })
+        if mode.is_training() {
+            // Training: spikes go straight into the f32 spike variable, which is the output.
+            let o = f32_mut(spike, name, "Lif", "spike")?;
+            if o.len() != v.len() {
+                return Err(NnError::Variable {
+                    key: format!("{}.spike", label_of(name, "Lif")),
+                    expected: format!("{} values like V", v.len()),
+                    found: format!("{} values", o.len()),
+                });
             }
-            (true, SpikeReset::Hard) => it.for_each(|((v, o), &vp)| {
-                let s = if vp >= v_th { 1.0 } else { 0.0 };
-                *o = s;
-                *v = vp + (v_reset - vp) * s;
-            }),
-        }
-        if training {
-            f32_mut(spike, name, "Lif", "spike")?.copy_from_slice(out);
+            spike_and_reset(v, o, vp, p, true);
+            Ok(o)
         } else {
+            spike_and_reset(v, out, vp, p, false);
             let key = || format!("{}.spike", label_of(name, "Lif"));
             let mut sv = spike.array_mut::<bool>().map_err(|e| NnError::var(key(), e))?;
             let sv = sv.as_slice_mut().ok_or_else(|| NnError::Variable {
@@ -315,8 +304,8 @@ impl Layer for Lif {
                 found: "a strided view".into(),
             })?;
             sv.iter_mut().zip(out.iter()).for_each(|(s, o)| *s = *o > 0.0);
+            Ok(out)
         }
-        Ok(out)
     }
 
     fn begin_tape(&mut self, num_steps: usize) {
@@ -376,6 +365,32 @@ impl Layer for Lif {
     }
 
     fn visit_params(&mut self, _f: &mut ParamVisitor<'_>) {}
+}
+
+/// Threshold and reset: `o` gets the spikes, `v` the reset potentials, from pre-reset `vp`.
+fn spike_and_reset(v: &mut [f32], o: &mut [f32], vp: &[f32], p: &LifParams, training: bool) {
+    let (v_th, v_reset) = (p.v_th, p.v_reset);
+    let it = v.iter_mut().zip(o.iter_mut()).zip(vp.iter());
+    match (training, p.spk_reset) {
+        (false, _) => it.for_each(|((v, o), &vp)| {
+            let spiking = vp >= v_th;
+            *o = if spiking { 1.0 } else { 0.0 };
+            *v = if spiking { v_reset } else { vp };
+        }),
+        (true, SpikeReset::Soft) => {
+            let jump = v_th - v_reset;
+            it.for_each(|((v, o), &vp)| {
+                let s = if vp >= v_th { 1.0 } else { 0.0 };
+                *o = s;
+                *v = vp - jump * s;
+            })
+        }
+        (true, SpikeReset::Hard) => it.for_each(|((v, o), &vp)| {
+            let s = if vp >= v_th { 1.0 } else { 0.0 };
+            *o = s;
+            *v = vp + (v_reset - vp) * s;
+        }),
+    }
 }
 
 struct BwdArgs<'a> {

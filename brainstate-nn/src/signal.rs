@@ -108,16 +108,29 @@ impl Events {
         if cols == 0 {
             return false;
         }
+        // Probe: a dense input is recognised without building a list.
+        let probe = &x[..x.len().min(4096)];
+        let seen = probe.iter().filter(|v| **v != 0.0).count();
+        if !probe.is_empty() && seen * x.len() > 2 * max_nnz * probe.len() {
+            return false;
+        }
         for row in x.chunks_exact(cols) {
-            for (i, &v) in row.iter().enumerate() {
-                if v != 0.0 {
-                    if self.idx.len() >= max_nnz {
-                        return false;
+            // Silent stretches are skipped 16 values at a time.
+            let mut base = 0;
+            for chunk in row.chunks(16) {
+                if chunk.iter().fold(0u32, |acc, v| acc | (*v != 0.0) as u32) != 0 {
+                    for (i, &v) in chunk.iter().enumerate() {
+                        if v != 0.0 {
+                            if self.idx.len() >= max_nnz {
+                                return false;
+                            }
+                            self.idx.push((base + i) as u32);
+                            self.val.push(v);
+                            self.binary &= v == 1.0;
+                        }
                     }
-                    self.idx.push(i as u32);
-                    self.val.push(v);
-                    self.binary &= v == 1.0;
                 }
+                base += chunk.len();
             }
             self.row_ptr.push(self.idx.len());
         }

@@ -294,8 +294,8 @@ pub fn checkpoint(
     Ok(tree)
 }
 
-/// Loads a [`checkpoint`] into a model and its optimizer (both checked before anything changes
-/// in each); returns the epoch. Keys must match exactly (strict).
+/// Loads a [`checkpoint`] into a model and its optimizer; returns the epoch. Keys must match
+/// exactly (strict). On any error neither the model nor the optimizer is changed.
 pub fn restore(net: &mut dyn Stateful, opt: &mut dyn Stateful, ckpt: &Pytree) -> Result<i64> {
     let strict = brainstate_core::LoadOptions::strict();
     let net_state = ckpt.get("net")?.state_tree()?;
@@ -303,9 +303,12 @@ pub fn restore(net: &mut dyn Stateful, opt: &mut dyn Stateful, ckpt: &Pytree) ->
     let epoch = ckpt.get("epoch_i")?.i64()?;
     init_names(net)?;
     init_names(opt)?;
-    // Check both before changing either.
+    // Each load is checked before it assigns; if the optimizer's fails, the network is put back.
+    let before = save_state(net)?;
     brainstate_core::node::load_state_with(net, &net_state, &strict)?;
-    brainstate_core::node::load_state_with(opt, &opt_state, &strict)?;
-    let _ = load_state;
+    if let Err(e) = brainstate_core::node::load_state_with(opt, &opt_state, &strict) {
+        let _ = load_state(net, &before);
+        return Err(e.into());
+    }
     Ok(epoch)
 }

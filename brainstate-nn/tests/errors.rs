@@ -317,6 +317,20 @@ fn bad_checkpoints_change_nothing() {
         other => panic!("{other:?}"),
     }
     assert_eq!(brainstate_core::save_state(&other).unwrap(), before);
+    // The network fits but the optimizer does not (never registered): nothing changes.
+    let mut twin = TutorialSnn::new(
+        &SnnConfig::default(),
+        Mode::training(),
+        &mut rand::rngs::StdRng::seed_from_u64(99),
+    )
+    .unwrap();
+    let mut bare = Adam::new(1e-3).unwrap();
+    let before = brainstate_core::save_state(&twin).unwrap();
+    assert!(matches!(
+        restore(&mut twin, &mut bare, &good),
+        Err(NnError::State(_))
+    ));
+    assert_eq!(brainstate_core::save_state(&twin).unwrap(), before);
     assert_eq!(restore(&mut n, &mut opt, &good).unwrap(), 3);
     let _ = n.name();
 }
