@@ -293,7 +293,8 @@ fn block(
                 None => "...".to_string(),
             };
             let last = n + 1 == items.len();
-            let need = text.len() + if last { 1 } else { 1 };
+            // Room for the text and the `,` or `]` after it.
+            let need = text.len() + 1;
             if n > 0 {
                 if col + 1 + need > opts.linewidth {
                     out.push('\n');
