@@ -263,7 +263,50 @@ fn criterion_benches(c: &mut Criterion) {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Saves `case` once and loads it `CKPT_PROFILE_N` times (for a profiler).
+fn profile_load(case: &str) {
+    let dir = bench_dir();
+    let path = dir.join(case);
+    let tree = make_case(case);
+    save_pytree_with(&path, &tree, &opts(false), None).unwrap();
+    let n: usize = std::env::var("CKPT_PROFILE_N")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(50);
+    let t0 = Instant::now();
+    for _ in 0..n {
+        load_pytree_with(&path, &LoadOptions::default()).unwrap();
+    }
+    println!(
+        "{case}: {:.2} ms per load",
+        t0.elapsed().as_secs_f64() * 1e3 / n as f64
+    );
+    let mut f = std::fs::File::open(&path).unwrap();
+    let len = f.metadata().unwrap().len();
+    let t0 = Instant::now();
+    for _ in 0..n {
+        brainstate_core::ckpt::native::read_header(&mut f, len).unwrap();
+    }
+    println!(
+        "{case}: {:.2} ms per header parse",
+        t0.elapsed().as_secs_f64() * 1e3 / n as f64
+    );
+    let bytes = std::fs::read(&path).unwrap();
+    let t0 = Instant::now();
+    for _ in 0..n {
+        brainstate_core::ckpt::native::decode(&bytes).unwrap();
+    }
+    println!(
+        "{case}: {:.2} ms per decode from memory",
+        t0.elapsed().as_secs_f64() * 1e3 / n as f64
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 fn main() {
+    if let Ok(case) = std::env::var("CKPT_PROFILE") {
+        return profile_load(&case);
+    }
     if let Ok(cases) = std::env::var("CKPT_SIDE_BY_SIDE") {
         return side_by_side(&cases);
     }

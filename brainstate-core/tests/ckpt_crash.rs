@@ -46,11 +46,18 @@ fn child_file_saver() {
 #[test]
 fn child_manager_saver() {
     let Some(d) = std::env::var_os(ENV) else { return };
-    let mut o = ManagerOptions::default();
-    o.keep_last = Some(2);
+    let o = ManagerOptions {
+        keep_last: Some(2),
+        ..ManagerOptions::default()
+    };
     let mut m = CheckpointManager::open(&d, o).unwrap();
-    let mut s = m.latest_step().map_or(0, |s| s + 1);
+    let first = m.latest_step().map_or(0, |s| s + 1);
+    let mut s = first;
+    let ready = Path::new(&d).with_extension("ready");
     loop {
+        if s > first && !ready.exists() {
+            std::fs::write(&ready, b"").unwrap();
+        }
         m.save(
             s,
             &pytree! { "step" => s, "w" => tensor(DType::F32, &[1 << 18], s as u8) },
@@ -59,6 +66,38 @@ fn child_manager_saver() {
         .unwrap();
         s += 1;
     }
+}
+
+/// Child: one verbose save (its stdout is checked by the parent).
+#[test]
+fn child_verbose_saver() {
+    let Some(p) = std::env::var_os(ENV) else { return };
+    save_pytree(&p, &version(1), true, None, true).unwrap();
+}
+
+#[test]
+fn verbose_prints_the_file_name() {
+    if std::env::var_os(ENV).is_some() {
+        return;
+    }
+    let d = tempdir("verbose");
+    let p = d.join("snn.ckpt");
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "child_verbose_saver",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(ENV, &p)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(&format!("Saving checkpoint into {}\n", p.display())),
+        "{stdout}"
+    );
+    assert_eq!(load_pytree(&p, None, true).unwrap(), version(1));
 }
 
 fn rng(seed: &mut u64) -> u64 {
@@ -115,13 +154,22 @@ fn killed_managers_leave_whole_committed_steps() {
     let mut seed = 0x9e37_79b9_7f4a_7c15u64;
     let mut last_seen = None;
     for i in 0..20 {
+        let ready = d.with_extension("ready");
+        let _ = std::fs::remove_file(&ready);
         let mut child = spawn("child_manager_saver", &d);
-        std::thread::sleep(Duration::from_millis(20 + rng(&mut seed) % 80));
+        let t0 = std::time::Instant::now();
+        while !ready.exists() {
+            assert!(t0.elapsed() < Duration::from_secs(30), "child never saved");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        std::thread::sleep(Duration::from_millis(rng(&mut seed) % 40));
         child.kill().unwrap();
         child.wait().unwrap();
         // The dead child's lock does not block us (the kernel released it).
-        let mut o = ManagerOptions::default();
-        o.keep_last = Some(2);
+        let o = ManagerOptions {
+            keep_last: Some(2),
+            ..ManagerOptions::default()
+        };
         let m = CheckpointManager::open(&d, o).unwrap_or_else(|e| panic!("iteration {i}: {e}"));
         let steps = m.steps();
         // Retention deletes only after a commit: at most keep + 1 steps can be on disk.

@@ -6,11 +6,23 @@ use brainstate_core::ckpt::FormatError;
 use brainstate_core::{pytree, DType, Pytree, Tensor};
 use common_ckpt::*;
 
+/// Decodes through both readers (from memory, and streamed as from a file) and checks that
+/// they agree on success or failure.
+fn decode_both(bytes: &[u8]) -> Result<Pytree, FormatError> {
+    let a = decode(bytes);
+    let b = native::read(&mut std::io::Cursor::new(bytes), bytes.len() as u64, None);
+    assert_eq!(a.is_ok(), b.is_ok(), "slice: {a:?}\nstream: {b:?}");
+    if let (Ok(x), Ok(y)) = (&a, &b) {
+        assert!(same(x, y));
+    }
+    a
+}
+
 #[test]
 fn every_kind_round_trips_bitwise() {
     let t = every_kind();
     let bytes = encode(&t).unwrap();
-    let back = decode(&bytes).unwrap();
+    let back = decode_both(&bytes).unwrap();
     assert!(same(&t, &back), "round trip differs:\n{t}\n{back}");
     // Order of map keys is kept (not sorted).
     let keys: Vec<_> = back
@@ -161,7 +173,7 @@ impl<T> Pipe for T {}
 fn every_truncation_is_a_typed_error() {
     let bytes = small_file();
     for n in 0..bytes.len() {
-        let e = decode(&bytes[..n]).expect_err(&format!("prefix of {n} bytes loaded"));
+        let e = decode_both(&bytes[..n]).expect_err(&format!("prefix of {n} bytes loaded"));
         let _ = e.to_string();
     }
     assert!(matches!(decode(&[]), Err(FormatError::BadMagic)));
@@ -188,7 +200,7 @@ fn every_single_bit_flip_is_caught() {
         for bit in 0..8 {
             let mut b = bytes.clone();
             b[i] ^= 1 << bit;
-            let e = decode(&b).expect_err(&format!("flip of bit {bit} at byte {i} went unnoticed"));
+            let e = decode_both(&b).expect_err(&format!("flip of bit {bit} at byte {i} went unnoticed"));
             let name = format!("{e:?}");
             *kinds
                 .entry(name.split([' ', '{', '(']).next().unwrap().to_string())
@@ -538,15 +550,26 @@ fn inconsistent_tensor_entries_are_rejected() {
 
 #[test]
 fn bool_payload_must_be_zero_or_one() {
-    let t = pytree! { "b" => tensor(DType::Bool, &[3], 0) };
-    let mut bytes = encode(&t).unwrap();
-    let (h, _) = native::read_header(&mut std::io::Cursor::new(&bytes), bytes.len() as u64).unwrap();
-    let at = (h.data_base + h.tensors[0].off) as usize;
-    bytes[at] = 2;
-    assert!(matches!(
-        decode(&bytes),
-        Err(FormatError::Tensor { index: 0, .. })
-    ));
+    // A hand-built file whose bool payload byte is 2 with a matching CRC (a hostile writer).
+    let mut e = entry("bool", &[1], &[1]);
+    e.pop(); // crc32c 0
+    e.push(0x1a);
+    e.extend_from_slice(&crc32c::crc32c(&[2]).to_be_bytes());
+    let mut body = header_prefix(1);
+    body.extend(text("tree"));
+    body.extend_from_slice(&TREE_REF0);
+    body.extend(text("align"));
+    body.extend([0x18, 64]);
+    body.extend(text("tensors"));
+    body.push(0x81);
+    body.extend_from_slice(&e);
+    let mut payload = Vec::new();
+    native::push_padding(&mut payload, 63);
+    payload.extend([0x41, 2]);
+    let f = hand_file(&body, 5, &payload, 1);
+    let err = decode_both(&f).unwrap_err();
+    assert!(matches!(err, FormatError::Tensor { index: 0, .. }), "{err:?}");
+    assert!(err.to_string().contains("invalid bool byte 0x02"), "{err}");
 }
 
 #[test]
@@ -567,7 +590,7 @@ fn random_inputs_never_panic() {
             b[i] = next() as u8;
         }
         let cut = (next() as usize) % (b.len() + 1);
-        let _ = decode(&b[..cut.max(b.len() / 2)]);
-        let _ = decode(&b);
+        let _ = decode_both(&b[..cut.max(b.len() / 2)]);
+        let _ = decode_both(&b);
     }
 }

@@ -39,7 +39,7 @@ fn rich_tree() -> Pytree {
         .with("epoch_i", 9)
         .with("big", Pytree::UInt(u64::MAX))
         .with("neg", Pytree::Int(i64::MIN))
-        .with("train_loss", 0.6971248388290405f32)
+        .with("train_loss", 0.697_124_8_f32)
         .with("lr", 0.1)
         .with("nan", f64::from_bits(0x7ff8_0000_0000_0001))
         .with("inf", f64::NEG_INFINITY)
@@ -208,7 +208,8 @@ fn st_raw(header: &str, data: &[u8]) -> Vec<u8> {
 
 #[test]
 fn malformed_safetensors_files() {
-    let cases: Vec<(Vec<u8>, fn(&InteropError) -> bool)> = vec![
+    type Check = fn(&InteropError) -> bool;
+    let cases: Vec<(Vec<u8>, Check)> = vec![
         (vec![], |e| matches!(e, InteropError::Safetensors(_))),
         (vec![0xff; 8], |e| matches!(e, InteropError::Safetensors(_))),
         (st_raw("{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}", &[0; 4]), |e| matches!(e, InteropError::Safetensors(_))),

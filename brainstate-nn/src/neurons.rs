@@ -4,6 +4,8 @@ use crate::error::{NnError, Result};
 use crate::layer::{check_input, f32_mut, label_of, Layer, ParamVisitor, Record};
 use crate::mode::Mode;
 use crate::signal::Signal;
+#[allow(unused_imports)]
+use crate::surrogate::with_grad;
 use crate::surrogate::Surrogate;
 use brainstate_core::{NodeName, Variable};
 use ndarray::{Array1, Array2};
@@ -143,6 +145,7 @@ pub struct Lif {
     out: Vec<f32>,
     dense_in: Vec<f32>,
     tape: Vec<f32>,
+    vp_buf: Vec<f32>,
     carry: Vec<f32>,
     d_in: Vec<f32>,
 }
@@ -178,6 +181,7 @@ impl Lif {
             out: vec![0.0; mode.batch_size() * size],
             dense_in: Vec::new(),
             tape: Vec::new(),
+            vp_buf: Vec::new(),
             carry: Vec::new(),
             d_in: Vec::new(),
         })
@@ -247,6 +251,7 @@ impl Layer for Lif {
             out,
             dense_in,
             tape,
+            vp_buf,
             ..
         } = self;
         let v = f32_mut(v, name, "Lif", "V")?;
@@ -262,32 +267,42 @@ impl Layer for Lif {
         };
         out.resize(v.len(), 0.0);
         let c = exp_euler_c(dt, p.tau);
-        let (tau, v_rest, r, v_th, v_reset) = (p.tau, p.v_rest, p.r, p.v_th, p.v_reset);
-        let rec = record != Record::Off;
+        let k = c / p.tau;
+        let (v_rest, r, v_th, v_reset) = (p.v_rest, p.r, p.v_th, p.v_reset);
+        // Pre-reset potentials go straight into the tape when recording.
         let base = tape.len();
-        if rec {
+        let vp: &mut [f32] = if record != Record::Off {
             tape.resize(base + v.len(), 0.0);
-        }
+            &mut tape[base..]
+        } else {
+            vp_buf.resize(v.len(), 0.0);
+            &mut vp_buf[..]
+        };
+        vp.iter_mut()
+            .zip(v.iter())
+            .zip(i)
+            .for_each(|((d, &v), &i)| *d = v + k * (v_rest - v + r * i));
         let training = mode.is_training();
-        for (j, (vj, ij)) in v.iter_mut().zip(i).enumerate() {
-            let vp = *vj + c * ((-*vj + v_rest + r * ij) / tau);
-            if rec {
-                tape[base + j] = vp;
+        let it = v.iter_mut().zip(out.iter_mut()).zip(vp.iter());
+        match (training, p.spk_reset) {
+            (false, _) => it.for_each(|((v, o), &vp)| {
+                let spiking = vp >= v_th;
+                *o = if spiking { 1.0 } else { 0.0 };
+                *v = if spiking { v_reset } else { vp };
+            }),
+            (true, SpikeReset::Soft) => {
+                let jump = v_th - v_reset;
+                it.for_each(|((v, o), &vp)| {
+                    let s = if vp >= v_th { 1.0 } else { 0.0 };
+                    *o = s;
+                    *v = vp - jump * s;
+                })
             }
-            let s = if vp - v_th >= 0.0 { 1.0f32 } else { 0.0 };
-            out[j] = s;
-            *vj = if !training {
-                if s > 0.0 {
-                    v_reset
-                } else {
-                    vp
-                }
-            } else {
-                match p.spk_reset {
-                    SpikeReset::Soft => vp - (v_th - v_reset) * s,
-                    SpikeReset::Hard => vp + (v_reset - vp) * s,
-                }
-            };
+            (true, SpikeReset::Hard) => it.for_each(|((v, o), &vp)| {
+                let s = if vp >= v_th { 1.0 } else { 0.0 };
+                *o = s;
+                *v = vp + (v_reset - vp) * s;
+            }),
         }
         if training {
             f32_mut(spike, name, "Lif", "spike")?.copy_from_slice(out);
@@ -356,30 +371,7 @@ impl Layer for Lif {
             k_v,
             detach: p.detach_spk,
         };
-        let s = p.surrogate;
-        macro_rules! run {
-            ($($variant:ident),*) => {
-                match s {
-                    $(Surrogate::$variant { .. } => lif_backward(args, p.spk_reset, move |x| s.grad(x)),)*
-                }
-            };
-        }
-        run!(
-            Arctan,
-            Sigmoid,
-            InvSquareGrad,
-            SoftSign,
-            PiecewiseExp,
-            Erf,
-            NonzeroSignLog,
-            SlayerGrad,
-            ReluGrad,
-            QPseudoSpike,
-            LeakyRelu,
-            PiecewiseQuadratic,
-            PiecewiseLeakyRelu,
-            GaussianGrad
-        );
+        crate::surrogate::with_grad!(p.surrogate, g => lif_backward(args, p.spk_reset, g));
         Ok(if want_d_in { &self.d_in } else { &[] })
     }
 
@@ -412,29 +404,26 @@ fn lif_backward(a: BwdArgs<'_>, reset: SpikeReset, g: impl Fn(f32) -> f32) {
         detach,
     } = a;
     let keep = if detach { 0.0 } else { 1.0 };
-    let c_soft = v_th - v_reset;
+    let it = vpre.iter().zip(d_out).zip(carry.iter_mut()).zip(d_in.iter_mut());
     match reset {
         SpikeReset::Soft => {
-            for j in 0..vpre.len() {
-                let u = vpre[j] - v_th;
-                let dv = carry[j];
-                let ds = d_out[j] - keep * c_soft * dv;
-                let dvp = dv + ds * g(u);
-                carry[j] = k_v * dvp;
-                d_in[j] = k_in * dvp;
-            }
+            let c_soft = keep * (v_th - v_reset);
+            it.for_each(|(((&vp, &dout), carry), din)| {
+                let dv = *carry;
+                let dvp = dv + (dout - c_soft * dv) * g(vp - v_th);
+                *carry = k_v * dvp;
+                *din = k_in * dvp;
+            })
         }
-        SpikeReset::Hard => {
-            for j in 0..vpre.len() {
-                let u = vpre[j] - v_th;
-                let s = if u >= 0.0 { 1.0 } else { 0.0 };
-                let dv = carry[j];
-                let ds = d_out[j] + keep * dv * (v_reset - vpre[j]);
-                let dvp = dv * (1.0 - s) + ds * g(u);
-                carry[j] = k_v * dvp;
-                d_in[j] = k_in * dvp;
-            }
-        }
+        SpikeReset::Hard => it.for_each(|(((&vp, &dout), carry), din)| {
+            let u = vp - v_th;
+            let s = if u >= 0.0 { 1.0 } else { 0.0 };
+            let dv = *carry;
+            let ds = dout + keep * dv * (v_reset - vp);
+            let dvp = dv * (1.0 - s) + ds * g(u);
+            *carry = k_v * dvp;
+            *din = k_in * dvp;
+        }),
     }
 }
 
@@ -566,12 +555,11 @@ macro_rules! linear_layer {
                         dense_in
                     }
                 };
-                let c = exp_euler_c(dt, *tau);
-                let tau = *tau;
-                let update: fn(f32, f32, f32, f32) -> f32 = $update;
+                let k = exp_euler_c(dt, *tau) / *tau;
+                let update: fn(f32, f32, f32) -> f32 = $update;
                 st.iter_mut()
                     .zip(i)
-                    .for_each(|(s, &x)| *s = update(*s, x, c, tau));
+                    .for_each(|(s, &x)| *s = update(*s, x, k));
                 Ok(st)
             }
             fn begin_tape(&mut self, _num_steps: usize) {}
@@ -598,13 +586,17 @@ macro_rules! linear_layer {
                     });
                 }
                 self.d_in.resize(n, 0.0);
-                let c = exp_euler_c(dt, self.tau);
-                let (k_keep, k_in): (f32, f32) = $back(c, self.tau);
-                for j in 0..n {
-                    let d = d_out[j] + self.carry[j];
-                    self.carry[j] = k_keep * d;
-                    self.d_in[j] = k_in * d;
-                }
+                let k = exp_euler_c(dt, self.tau) / self.tau;
+                let (k_keep, k_in): (f32, f32) = $back(k);
+                self.carry
+                    .iter_mut()
+                    .zip(&mut self.d_in)
+                    .zip(d_out)
+                    .for_each(|((c, di), &d)| {
+                        let d = d + *c;
+                        *c = k_keep * d;
+                        *di = k_in * d;
+                    });
                 Ok(if want_d_in { &self.d_in } else { &[] })
             }
             fn visit_params(&mut self, _f: &mut ParamVisitor<'_>) {}
@@ -616,13 +608,13 @@ linear_layer!(
     Expon,
     g,
     "g",
-    |g, x, c, tau| (g + c * (-g / tau)) + x,
-    |c: f32, tau: f32| (1.0 - c / tau, 1.0)
+    |g: f32, x: f32, k: f32| (g - k * g) + x,
+    |k: f32| (1.0 - k, 1.0)
 );
 linear_layer!(
     Integrator,
     x,
     "x",
-    |s, i, c, tau| s + c * ((-s + i) / tau),
-    |c: f32, tau: f32| (1.0 - c / tau, c / tau)
+    |s: f32, i: f32, k: f32| s + k * (i - s),
+    |k: f32| (1.0 - k, k)
 );

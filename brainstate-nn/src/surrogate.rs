@@ -1,7 +1,92 @@
 //! Surrogate spike functions (BrainPy 2.8's `bm.surrogate`, one-input ones): Heaviside forward,
 //! the listed derivative backward.
 
-use std::f32::consts::PI;
+/// Runs `$body` with `$g` bound to the derivative of surrogate `$s` as a closure specialised to
+/// its variant, so loops over it are compiled once per variant (and vectorise).
+macro_rules! with_grad {
+    ($s:expr, $g:ident => $body:expr) => {{
+        use std::f32::consts::PI;
+        match $s {
+            Surrogate::Arctan { alpha } => {
+                let $g = move |x: f32| {
+                    let z = PI / 2.0 * alpha * x;
+                    alpha / 2.0 / (1.0 + z * z)
+                };
+                $body
+            }
+            Surrogate::Sigmoid { alpha } => {
+                let $g = move |x: f32| {
+                    let s = 1.0 / (1.0 + (-alpha * x).exp());
+                    alpha * s * (1.0 - s)
+                };
+                $body
+            }
+            Surrogate::InvSquareGrad { alpha } => {
+                let $g = move |x: f32| {
+                    let d = alpha * x.abs() + 1.0;
+                    1.0 / (d * d)
+                };
+                $body
+            }
+            Surrogate::SoftSign { alpha } => {
+                let $g = move |x: f32| {
+                    let d = 1.0 + (alpha * x).abs();
+                    alpha / 2.0 / (d * d)
+                };
+                $body
+            }
+            Surrogate::PiecewiseExp { alpha } => {
+                let $g = move |x: f32| alpha / 2.0 * (-alpha * x.abs()).exp();
+                $body
+            }
+            Surrogate::Erf { alpha } => {
+                let $g = move |x: f32| alpha / PI.sqrt() * (-alpha * alpha * x * x).exp();
+                $body
+            }
+            Surrogate::NonzeroSignLog { alpha } => {
+                let $g = move |x: f32| 1.0 / (1.0 / alpha + x.abs());
+                $body
+            }
+            Surrogate::SlayerGrad { alpha } => {
+                let $g = move |x: f32| (-alpha * x.abs()).exp();
+                $body
+            }
+            Surrogate::ReluGrad { alpha, width } => {
+                let $g = move |x: f32| (alpha * width - alpha * x.abs()).max(0.0);
+                $body
+            }
+            Surrogate::QPseudoSpike { alpha } => {
+                let $g = move |x: f32| (1.0 + 2.0 * x.abs() / (alpha + 1.0)).powf(-alpha);
+                $body
+            }
+            Surrogate::LeakyRelu { alpha, beta } => {
+                let $g = move |x: f32| if x < 0.0 { alpha } else { beta };
+                $body
+            }
+            Surrogate::PiecewiseQuadratic { alpha } => {
+                let $g = move |x: f32| {
+                    if x.abs() > 1.0 / alpha {
+                        0.0
+                    } else {
+                        alpha - alpha * alpha * x.abs()
+                    }
+                };
+                $body
+            }
+            Surrogate::PiecewiseLeakyRelu { c, w } => {
+                let $g = move |x: f32| if x.abs() > w { c } else { 1.0 / (2.0 * w) };
+                $body
+            }
+            Surrogate::GaussianGrad { sigma, alpha } => {
+                let $g = move |x: f32| {
+                    alpha * (-x * x / (2.0 * sigma * sigma)).exp() / ((2.0 * PI).sqrt() * sigma)
+                };
+                $body
+            }
+        }
+    }};
+}
+pub(crate) use with_grad;
 
 /// A one-input surrogate spike function. Forward is always the Heaviside step
 /// `H(x) = 1 if x >= 0 else 0`; [`Surrogate::grad`] is the derivative used backward.
@@ -195,54 +280,7 @@ impl Surrogate {
     /// The surrogate derivative at `x`.
     #[inline]
     pub fn grad(&self, x: f32) -> f32 {
-        match *self {
-            Surrogate::Arctan { alpha } => {
-                let z = PI / 2.0 * alpha * x;
-                alpha / 2.0 / (1.0 + z * z)
-            }
-            Surrogate::Sigmoid { alpha } => {
-                let s = 1.0 / (1.0 + (-alpha * x).exp());
-                alpha * s * (1.0 - s)
-            }
-            Surrogate::InvSquareGrad { alpha } => {
-                let d = alpha * x.abs() + 1.0;
-                1.0 / (d * d)
-            }
-            Surrogate::SoftSign { alpha } => {
-                let d = 1.0 + (alpha * x).abs();
-                alpha / 2.0 / (d * d)
-            }
-            Surrogate::PiecewiseExp { alpha } => alpha / 2.0 * (-alpha * x.abs()).exp(),
-            Surrogate::Erf { alpha } => alpha / PI.sqrt() * (-alpha * alpha * x * x).exp(),
-            Surrogate::NonzeroSignLog { alpha } => 1.0 / (1.0 / alpha + x.abs()),
-            Surrogate::SlayerGrad { alpha } => (-alpha * x.abs()).exp(),
-            Surrogate::ReluGrad { alpha, width } => (alpha * width - alpha * x.abs()).max(0.0),
-            Surrogate::QPseudoSpike { alpha } => (1.0 + 2.0 * x.abs() / (alpha + 1.0)).powf(-alpha),
-            Surrogate::LeakyRelu { alpha, beta } => {
-                if x < 0.0 {
-                    alpha
-                } else {
-                    beta
-                }
-            }
-            Surrogate::PiecewiseQuadratic { alpha } => {
-                if x.abs() > 1.0 / alpha {
-                    0.0
-                } else {
-                    alpha - alpha * alpha * x.abs()
-                }
-            }
-            Surrogate::PiecewiseLeakyRelu { c, w } => {
-                if x.abs() > w {
-                    c
-                } else {
-                    1.0 / (2.0 * w)
-                }
-            }
-            Surrogate::GaussianGrad { sigma, alpha } => {
-                alpha * (-x * x / (2.0 * sigma * sigma)).exp() / ((2.0 * PI).sqrt() * sigma)
-            }
-        }
+        with_grad!(*self, g => g(x))
     }
 
     /// A primitive `g` whose derivative is [`Surrogate::grad`], where one is simple (used by the

@@ -180,7 +180,7 @@ pub enum BpError {
         dim: i64,
     },
     /// The array's shape times its item size overflows, or does not match the data length.
-    #[error("at byte {offset} ({path}): {dtype} array of shape {shape:?} needs {} bytes, data has {found}", expected.map_or("more than 2^128".to_string(), |e| e.to_string()))]
+    #[error("at byte {offset} ({path}): {dtype} array of shape {shape:?} needs {} bytes, data has {found}", expected.map_or("more than 2^64".to_string(), |e| e.to_string()))]
     DataLength {
         /// Offset of the data.
         offset: usize,
@@ -190,8 +190,8 @@ pub enum BpError {
         dtype: DType,
         /// The shape.
         shape: Vec<u64>,
-        /// Bytes the shape needs (`None` when that overflows).
-        expected: Option<u128>,
+        /// Bytes the shape needs (`None` when that exceeds 2^64 - 1).
+        expected: Option<u64>,
         /// Bytes present.
         found: usize,
     },

@@ -437,7 +437,7 @@ impl<'a> Parser<'a> {
                 path: self.path(),
                 dtype,
                 shape: shape64,
-                expected,
+                expected: expected.and_then(|e| u64::try_from(e).ok()),
                 found: data.len(),
             });
         }

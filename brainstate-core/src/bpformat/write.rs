@@ -175,14 +175,14 @@ impl<W: Write> Writer<'_, W> {
                 encode::write_f64(self.out, c.re).map_err(io)?;
                 encode::write_f64(self.out, c.im).map_err(io)?;
             }
-            Pytree::Bool(b) => encode::write_bool(self.out, *b).map_err(|e| BpError::Io(e.into()))?,
+            Pytree::Bool(b) => encode::write_bool(self.out, *b).map_err(BpError::Io)?,
             Pytree::Str(s) => self.str(s)?,
             Pytree::Bytes(b) => {
                 let n = self.len32(b.len(), "bytes")?;
                 encode::write_bin_len(self.out, n).map_err(io)?;
                 self.out.write_all(b).map_err(BpError::from)?;
             }
-            Pytree::None => encode::write_nil(self.out).map_err(|e| BpError::Io(e.into()))?,
+            Pytree::None => encode::write_nil(self.out).map_err(BpError::Io)?,
             Pytree::Map(_) | Pytree::List(_) => unreachable!("containers are written by value()"),
         }
         Ok(())
@@ -226,7 +226,7 @@ impl<W: Write> Writer<'_, W> {
         let chunks: Vec<&[u8]> = bytes.chunks(per * itemsize).collect();
         self.map_len(3)?;
         self.str("__msgpack_chunked_array__")?;
-        encode::write_bool(self.out, true).map_err(|e| BpError::Io(e.into()))?;
+        encode::write_bool(self.out, true).map_err(BpError::Io)?;
         self.str("shape")?;
         self.map_len(x.ndim())?;
         for (i, &d) in x.shape().iter().enumerate() {

@@ -263,9 +263,9 @@ pub enum CheckpointError {
         /// Why.
         source: super::native::EncodeError,
     },
-    /// BrainPy's format failed.
+    /// BrainPy's format failed (boxed: the BrainPy error is large).
     #[error(transparent)]
-    BrainPy(#[from] BpError),
+    BrainPy(Box<BpError>),
     /// The safetensors or npz codec failed.
     #[error(transparent)]
     Interop(#[from] InteropError),
@@ -315,6 +315,12 @@ pub enum CheckpointError {
         /// The file.
         path: PathBuf,
     },
+}
+
+impl From<BpError> for CheckpointError {
+    fn from(e: BpError) -> CheckpointError {
+        CheckpointError::BrainPy(Box::new(e))
+    }
 }
 
 impl CheckpointError {

@@ -23,7 +23,7 @@ pub use storage::{atomic_write, Commit, FaultAt, FaultStorage, OsStorage, Storag
 
 use crate::pytree::Pytree;
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -199,6 +199,10 @@ pub struct LoadOptions {
     pub threads: usize,
     /// Payloads of at least this many bytes are read in parallel (default 16 MiB).
     pub parallel_min_bytes: u64,
+    /// Files up to this size are read whole with one read and decoded from memory (faster for
+    /// many small tensors; the extra memory is at most this much). Larger files are streamed
+    /// straight into the tensors' buffers. Default 16 MiB.
+    pub whole_file_max: u64,
 }
 
 impl Default for LoadOptions {
@@ -207,6 +211,7 @@ impl Default for LoadOptions {
             parallel: true,
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()).min(8),
             parallel_min_bytes: 16 << 20,
+            whole_file_max: 16 << 20,
         }
     }
 }
@@ -269,6 +274,16 @@ fn load_file(path: &Path, opts: &LoadOptions) -> Result<Pytree, CheckpointError>
     f.read_exact(&mut prefix)
         .map_err(|e| CheckpointError::io("read", path, e))?;
     match Format::detect(&prefix) {
+        Some(Format::Native) if len <= opts.whole_file_max => {
+            let mut bytes = Vec::with_capacity(len as usize);
+            f.seek(std::io::SeekFrom::Start(0))
+                .and_then(|_| f.read_to_end(&mut bytes))
+                .map_err(|e| CheckpointError::io("read", path, e))?;
+            native::decode(&bytes).map_err(|source| CheckpointError::Format {
+                path: path.into(),
+                source,
+            })
+        }
         Some(Format::Native) => {
             let fref = f.try_clone().map_err(|e| CheckpointError::io("open", path, e))?;
             let par = native::Parallel {

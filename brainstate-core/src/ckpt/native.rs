@@ -23,6 +23,9 @@ pub const VERSION: [u64; 2] = [1, 0];
 pub const DEFAULT_ALIGN: usize = 64;
 /// The deepest nesting of containers and tags the reader accepts (the writer refuses deeper trees).
 pub const MAX_DEPTH: usize = 64;
+/// Containers never preallocate more entries than this from a declared length: memory grows
+/// only with items actually present in the input.
+const PREALLOC_CAP: usize = 1024;
 /// The most axes a tensor may have.
 pub const MAX_NDIM: usize = 64;
 
@@ -519,6 +522,8 @@ enum Val {
     /// Entries in file order; duplicate keys are rejected while parsing.
     Map(Vec<(String, Val)>),
     Tag(u64, Box<Val>),
+    /// A tensor (false) or numpy-scalar (true) reference: tag 46000/46001 with an index.
+    Ref(u64, bool),
 }
 
 impl Val {
@@ -533,7 +538,7 @@ impl Val {
             Val::Text(_) => "text",
             Val::Array(_) => "array",
             Val::Map(_) => "map",
-            Val::Tag(..) => "tag",
+            Val::Tag(..) | Val::Ref(..) => "tag",
         }
     }
 }
@@ -564,8 +569,52 @@ impl<'a> Parser<'a> {
         self.bytes.len() - self.pos
     }
 
+    /// Reads one CBOR head. Small heads are decoded inline; floats go through ciborium-ll.
+    #[inline]
     fn pull(&mut self) -> Result<Header, FormatError> {
         let at = self.at();
+        let Some(&b) = self.bytes.get(self.pos) else {
+            return Err(FormatError::Truncated { offset: at });
+        };
+        let (major, info) = (b >> 5, b & 0x1f);
+        if major != 7 {
+            let n = match info {
+                0..=23 => {
+                    self.pos += 1;
+                    info as u64
+                }
+                24..=27 => {
+                    let w = 1usize << (info - 24);
+                    let Some(arg) = self.bytes.get(self.pos + 1..self.pos + 1 + w) else {
+                        return Err(FormatError::Truncated { offset: at });
+                    };
+                    self.pos += 1 + w;
+                    arg.iter().fold(0u64, |acc, &x| (acc << 8) | x as u64)
+                }
+                31 if (2..=5).contains(&major) => {
+                    return Err(FormatError::Syntax {
+                        offset: at,
+                        what: "indefinite-length items are not allowed".into(),
+                    })
+                }
+                _ => {
+                    return Err(FormatError::Syntax {
+                        offset: at,
+                        what: "invalid CBOR head".into(),
+                    })
+                }
+            };
+            let len = || usize::try_from(n).map_err(|_| FormatError::Truncated { offset: at });
+            return Ok(match major {
+                0 => Header::Positive(n),
+                1 => Header::Negative(n),
+                2 => Header::Bytes(Some(len()?)),
+                3 => Header::Text(Some(len()?)),
+                4 => Header::Array(Some(len()?)),
+                5 => Header::Map(Some(len()?)),
+                _ => Header::Tag(n),
+            });
+        }
         let mut d = Decoder::from(&self.bytes[self.pos..]);
         let h = d.pull().map_err(|e| match e {
             ciborium_ll::Error::Io(_) => FormatError::Truncated { offset: at },
@@ -687,7 +736,7 @@ impl<'a> Parser<'a> {
             Header::Text(Some(n)) => Val::Text(self.text_of(n, at)?.to_string()),
             Header::Array(Some(n)) => {
                 nested()?;
-                let mut v = Vec::with_capacity(n.min(self.remaining()));
+                let mut v = Vec::with_capacity(n.min(self.remaining()).min(PREALLOC_CAP));
                 for _ in 0..n {
                     v.push(self.value(depth + 1)?);
                 }
@@ -695,7 +744,7 @@ impl<'a> Parser<'a> {
             }
             Header::Map(Some(n)) => {
                 nested()?;
-                let mut v: Vec<(String, Val)> = Vec::with_capacity(n.min(self.remaining()));
+                let mut v: Vec<(String, Val)> = Vec::with_capacity(n.min(self.remaining()).min(PREALLOC_CAP));
                 let mut big: Vec<(&'a str, u64)> = Vec::new();
                 for _ in 0..n {
                     let kat = self.at();
@@ -726,6 +775,14 @@ impl<'a> Parser<'a> {
             }
             Header::Tag(t) => {
                 nested()?;
+                // Tensor references are the bulk of a tree: keep them unboxed.
+                if t == TAG_TENSOR || t == TAG_SCALAR {
+                    let save = self.pos;
+                    if let Ok(Header::Positive(i)) = self.pull() {
+                        return Ok(Val::Ref(i, t == TAG_SCALAR));
+                    }
+                    self.pos = save;
+                }
                 Val::Tag(t, Box::new(self.value(depth + 1)?))
             }
             Header::Bytes(None) | Header::Text(None) | Header::Array(None) | Header::Map(None) => {
@@ -928,7 +985,7 @@ pub fn parse_header(bytes: &[u8], file_len: u64) -> Result<ParsedHeader, FormatE
                 // reading entries, so another format or version gets the right error.
                 check_id(&fmt, &ver)?;
                 let count = p.array_head(item, "tensors")?;
-                let mut v = Vec::with_capacity(count.min(p.remaining()));
+                let mut v = Vec::with_capacity(count.min(p.remaining() / 32));
                 for index in 0..count {
                     v.push(p.tensor_entry(index)?);
                 }
@@ -1116,6 +1173,7 @@ fn build_tree(
         Val::Null => Pytree::None,
         Val::Bytes(b) => Pytree::Bytes(b),
         Val::Text(s) => Pytree::Str(s),
+        Val::Ref(i, scalar) => tensor(i, scalar, at)?,
         Val::Tag(TAG_TENSOR, i) => match *i {
             Val::Uint(i) => tensor(i, false, at)?,
             _ => {
@@ -1252,8 +1310,13 @@ pub fn read<R: Read + Seek>(
         });
     }
     check_trailer(&tb, trailer_at, &h, hcrc)?;
+    assemble(h.tree, out)
+}
+
+/// Builds the tree from the skeleton, moving each tensor into its (single) reference.
+fn assemble(tree: Val, mut out: Vec<Option<Tensor>>) -> Result<Pytree, FormatError> {
     let n = out.len() as u64;
-    let tree = build_tree(h.tree, &mut |i, scalar, at| {
+    let tree = build_tree(tree, &mut |i, scalar, at| {
         let slot = usize::try_from(i)
             .ok()
             .and_then(|i| out.get_mut(i))
@@ -1283,7 +1346,7 @@ fn io_err(e: io::Error) -> FormatError {
 /// Reads and parses the header (growing the read window as needed, never past the file), and
 /// returns it with its CRC32C.
 pub fn read_header<R: Read + Seek>(r: &mut R, file_len: u64) -> Result<(ParsedHeader, u32), FormatError> {
-    let mut want = file_len.min(1 << 16) as usize;
+    let mut want = file_len.min(1 << 20) as usize;
     loop {
         let mut buf = vec![0u8; want];
         r.seek(SeekFrom::Start(0)).map_err(io_err)?;
@@ -1320,9 +1383,63 @@ pub fn check_structure<R: Read + Seek>(r: &mut R, file_len: u64) -> Result<Parse
     Ok(h)
 }
 
-/// Decodes a native checkpoint held in memory.
+/// Decodes a native checkpoint held in memory (the same checks as [`read`], on a slice).
 pub fn decode(bytes: &[u8]) -> Result<Pytree, FormatError> {
-    read(&mut io::Cursor::new(bytes), bytes.len() as u64, None)
+    let file_len = bytes.len() as u64;
+    let h = parse_header(bytes, file_len)?;
+    let hcrc = crc32c::crc32c(&bytes[..h.header_len as usize]);
+    // parse_header checked B + datalen < file_len, so every slice below is in bounds.
+    let mut pos = h.header_len as usize;
+    let mut expect = Vec::with_capacity(128);
+    let check = |expect: &mut Vec<u8>, pos: &mut usize, index: usize| -> Result<(), FormatError> {
+        let got = &bytes[*pos..*pos + expect.len()];
+        if got != &expect[..] {
+            let i = got
+                .iter()
+                .zip(expect.iter())
+                .position(|(a, b)| a != b)
+                .unwrap_or(0);
+            return Err(FormatError::BadPadding {
+                offset: (*pos + i) as u64,
+                index,
+            });
+        }
+        *pos += expect.len();
+        expect.clear();
+        Ok(())
+    };
+    push_padding(&mut expect, (h.data_base - h.header_len) as usize);
+    check(&mut expect, &mut pos, 0)?;
+    let mut cur = 0u64;
+    let mut out = Vec::with_capacity(h.tensors.len());
+    for (index, e) in h.tensors.iter().enumerate() {
+        push_padding(
+            &mut expect,
+            (e.off - payload_head_len(e.dtype, e.len) - cur) as usize,
+        );
+        payload_head(e.dtype, e.len, &mut expect);
+        check(&mut expect, &mut pos, index)?;
+        let payload = &bytes[pos..pos + e.len as usize];
+        let crc = crc32c::crc32c(payload);
+        if crc != e.crc32c {
+            return Err(FormatError::Checksum {
+                index,
+                offset: pos as u64,
+                stored: e.crc32c,
+                computed: crc,
+            });
+        }
+        let t = Tensor::from_le_bytes(e.dtype, &e.shape, payload).map_err(|source| FormatError::Tensor {
+            index,
+            offset: pos as u64,
+            source,
+        })?;
+        out.push(Some(t));
+        pos += e.len as usize;
+        cur = e.off + e.len;
+    }
+    check_trailer(&bytes[pos..], pos as u64, &h, hcrc)?;
+    assemble(h.tree, out)
 }
 
 /// Encodes `tree` as a native checkpoint in memory.

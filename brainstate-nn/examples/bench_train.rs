@@ -1,0 +1,155 @@
+//! Times the tutorial network and the SHD-sized network (700 -> 1000 -> 20) the way
+//! `shared/anchors/bench_train.py` times BrainPy: one training epoch (reset, forward over
+//! T = 100 steps, BPTT, Adam) and the forward-only simulation, batch 256.
+//!
+//! ```text
+//! MATMUL_NUM_THREADS=1 cargo run --release -p brainstate-nn --example bench_train -- all
+//! cargo run --release -p brainstate-nn --example bench_train -- big-dense 5
+//! ```
+//! Cases: `small` (100 -> 10 -> 2, 10 Hz input at dt = 1 ms), `big-dense` (700 -> 1000 -> 20,
+//! dense input: every value nonzero), `big-sparse` (the same network, 1 % input density),
+//! `fwd` (forward only, 1 % input), `all`. Prints one `SUMMARY {json}` line at the end.
+use brainstate_nn::*;
+use ndarray::Array3;
+use rand::{Rng, SeedableRng};
+use std::time::Instant;
+
+struct Case {
+    name: &'static str,
+    num_in: usize,
+    num_rec: usize,
+    num_out: usize,
+    density: Option<f64>,
+}
+
+fn setup(c: &Case, seed: u64) -> (TutorialSnn, Adam, SpikeInput, Vec<f32>) {
+    let (t, b) = (100, 256);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let cfg = SnnConfig {
+        num_in: c.num_in,
+        num_rec: c.num_rec,
+        num_out: c.num_out,
+        ..SnnConfig::default()
+    };
+    let net = TutorialSnn::new(&cfg, Mode::Training { batch_size: b }, &mut rng).unwrap();
+    let mut opt = Adam::new(4e-3).unwrap();
+    opt.register(&net).unwrap();
+    let x = match c.density {
+        Some(p) => {
+            Array3::from_shape_simple_fn((t, b, c.num_in), || if rng.gen_bool(p) { 1.0f32 } else { 0.0 })
+        }
+        None => Array3::from_shape_simple_fn((t, b, c.num_in), || rng.gen_range(0.01f32..0.2)),
+    };
+    let y = (0..b)
+        .map(|_| if rng.gen_bool(0.5) { 1.0 } else { 0.0 })
+        .collect();
+    (net, opt, SpikeInput::new(x).unwrap(), y)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+fn train(c: &Case, epochs: usize) -> (f64, f64, f32, f32) {
+    let (mut net, mut opt, x, y) = setup(c, 0);
+    let mut trainer = Bptt::new(1.0);
+    let mut times = Vec::new();
+    let mut losses = Vec::new();
+    for _ in 0..epochs {
+        let t0 = Instant::now();
+        let l = trainer
+            .train_epoch(&mut net, &mut opt, &x, Targets::Classes(&y))
+            .unwrap();
+        times.push(t0.elapsed().as_secs_f64());
+        losses.push(l);
+    }
+    let first = times[0];
+    let steady = median(times[1..].to_vec());
+    (first, steady, losses[0], *losses.last().unwrap())
+}
+
+fn forward(c: &Case, reps: usize) -> f64 {
+    let (mut net, _, x, _) = setup(c, 0);
+    let mut trainer = Bptt::new(1.0);
+    trainer.forward(&mut net, &x, false).unwrap();
+    median(
+        (0..reps)
+            .map(|_| {
+                let t0 = Instant::now();
+                trainer.forward(&mut net, &x, false).unwrap();
+                t0.elapsed().as_secs_f64()
+            })
+            .collect(),
+    )
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let which = args.get(1).map(String::as_str).unwrap_or("all");
+    let epochs: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(6);
+    let threads = std::env::var("MATMUL_NUM_THREADS").unwrap_or_else(|_| "default".into());
+    let small = Case {
+        name: "small",
+        num_in: 100,
+        num_rec: 10,
+        num_out: 2,
+        density: Some(0.01),
+    };
+    let dense = Case {
+        name: "big-dense",
+        num_in: 700,
+        num_rec: 1000,
+        num_out: 20,
+        density: None,
+    };
+    let sparse = Case {
+        name: "big-sparse",
+        num_in: 700,
+        num_rec: 1000,
+        num_out: 20,
+        density: Some(0.01),
+    };
+    let mut summary = vec![format!("\"matmul_threads\": \"{threads}\"")];
+    for c in [&small, &dense, &sparse] {
+        if which != "all" && which != c.name {
+            continue;
+        }
+        let e = if c.name == "small" { epochs.max(20) } else { epochs };
+        let (first, steady, l0, l1) = train(c, e);
+        println!(
+            "[{}] epochs {e}: first {:.4} s, steady median {:.5} s; loss {l0:.4} -> {l1:.4}",
+            c.name, first, steady
+        );
+        let mut entry = format!(
+            "\"{}\": {{\"epoch_s\": {steady:.6}, \"first_epoch_s\": {first:.5}",
+            c.name
+        );
+        if c.name != "small" {
+            // Matrix work per epoch: input layer forward + weight gradient (dense path), readout
+            // forward, its weight gradient and its input gradient.
+            let (t, b) = (100.0, 256.0);
+            let (ni, nr, no) = (c.num_in as f64, c.num_rec as f64, c.num_out as f64);
+            let flops = 2.0 * t * b * (2.0 * ni * nr + 3.0 * nr * no);
+            entry += &format!(
+                ", \"matrix_gflop\": {:.2}, \"gflops\": {:.1}",
+                flops / 1e9,
+                flops / steady / 1e9
+            );
+        }
+        summary.push(entry + "}");
+    }
+    if which == "all" || which == "fwd" {
+        let s = forward(&sparse, 10);
+        println!(
+            "[fwd] 700->1000->20, batch 256, 1% input: {:.5} s per 100 steps, {:.0} steps/s",
+            s,
+            100.0 / s
+        );
+        summary.push(format!(
+            "\"fwd\": {{\"s_per_100_steps\": {s:.6}, \"steps_per_s\": {:.1}}}",
+            100.0 / s
+        ));
+    }
+    println!("SUMMARY {{{}}}", summary.join(", "));
+}
