@@ -359,7 +359,7 @@ fn leaf_columns(v: &Pytree, info: &LeafInfo<'_>) -> (String, String) {
         precision: 8,
     };
     match v {
-        Pytree::Tensor(t) if t.ndim() == 0 => (info.type_text(), numpy::leaf_repr(v, &small)),
+        Pytree::Tensor(t) if t.ndim() == 0 => (info.type_text(), numpy::scalar_text(t)),
         Pytree::Tensor(_) => (info.type_text(), human_bytes(info.nbytes() as u64)),
         Pytree::Scalar(_) => (
             format!("scalar {}", info.type_text()),

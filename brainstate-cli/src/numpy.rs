@@ -326,6 +326,12 @@ fn block(
     format!("[{}]", parts.join(&format!(",{blank}{inner}")))
 }
 
+/// The value of a 0-d tensor as numpy prints it (`0.72636056`, `True`, `3`).
+pub fn scalar_text(t: &Tensor) -> String {
+    let texts = element_texts(t, &[0], &PrintOptions::default());
+    texts.into_iter().next().unwrap_or_default().trim().to_string()
+}
+
 /// A leaf as Python would print it: numpy arrays by [`array_repr`], numpy scalars as
 /// `np.float32(0.5)`, Python values as their repr.
 pub fn leaf_repr(v: &Pytree, opts: &PrintOptions) -> String {

@@ -604,3 +604,52 @@ fn safetensors_and_npz_conversions() {
         cmd().arg("diff").arg(&lib).arg(&out).assert().code(0);
     }
 }
+
+/// The README's Python snippet reads a native file, and numpy's SHA-256 of each array is the
+/// hash `inspect --json` prints. python3 with numpy and cbor2 (requirements-test.txt) is
+/// required: a missing one fails this test.
+#[test]
+fn readme_python_snippet_agrees_with_inspect_json() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    let section = readme
+        .split_once("## Reading a native file from Python")
+        .expect("README section")
+        .1;
+    let code = section.split_once("```python\n").expect("python block").1;
+    let code = code.split_once("```").expect("closing fence").0;
+    let dir = tempfile::tempdir().unwrap();
+    let p = write_native(dir.path(), "snn.ckpt", &tutorial_tree());
+    let script = format!(
+        "{}\nimport hashlib\nfor t in tensors:\n    print(hashlib.sha256(np.ascontiguousarray(t).tobytes()).hexdigest())\n",
+        code.replace("\"snn.ckpt\"", &format!("{:?}", p.to_str().unwrap()))
+    );
+    let out = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(&script)
+        .output()
+        .expect("python3 runs (pip install -r requirements-test.txt)");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let numpy: Vec<String> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    let json = cmd()
+        .args(["inspect", "--json"])
+        .arg(&p)
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let doc: Value = serde_json::from_slice(&json).unwrap();
+    let ours: Vec<String> = doc["leaves"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["kind"] == "tensor")
+        .map(|l| l["sha256"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(numpy.len(), 4);
+    assert_eq!(numpy, ours);
+}
