@@ -89,7 +89,7 @@ fn inspect_a_native_file() {
         "{s}"
     );
     assert!(
-        line("train_loss").contains("float32[]") && line("train_loss").contains("0.71"),
+        line("train_loss").contains("float32[]") && line("train_loss").ends_with(" 0.71"),
         "{s}"
     );
     // Nesting is shown by indentation.
