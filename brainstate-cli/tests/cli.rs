@@ -559,6 +559,23 @@ fn broken_brainpy_files() {
             assert!(e.contains(&format!("ex2_training_ckpt.{n}.bp")), "{n} {sub}: {e}");
         }
     }
+    // Every single-byte flip of a small BrainPy file gives a clean error or a readable file.
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("flip.bp");
+    let orig = std::fs::read(fixture("ex1_save_state.bp")).unwrap();
+    for i in 0..orig.len() {
+        let mut b = orig.clone();
+        b[i] ^= 0x41;
+        std::fs::write(&f, &b).unwrap();
+        let o = cmd().arg("inspect").arg(&f).output().unwrap();
+        match o.status.code() {
+            Some(0) => {}
+            Some(1) => {
+                one_line(&o.stderr);
+            }
+            other => panic!("byte {i}: exit {other:?}: {}", String::from_utf8_lossy(&o.stderr)),
+        }
+    }
     // A flipped data byte cannot be detected (BrainPy's format has no checksum), but diff finds it.
     cmd()
         .arg("verify")
