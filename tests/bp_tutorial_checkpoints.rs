@@ -58,16 +58,22 @@ fn example1_checkpoints_load_into_the_twin() {
         let tree = load_pytree(fixture(f), None, true).unwrap();
         // ExponentialEuler0 (the Lif's stateless integrator in net.state_dict()) carries nothing
         // and is not reported.
-        let r = load_state(&mut net, &tree.to_state_tree().unwrap()).unwrap();
-        assert!(
-            r.missing_keys.is_empty() && r.unexpected_keys.is_empty(),
-            "{f}: {r}"
+        let file_state = tree.to_state_tree().unwrap();
+        let r = load_state_with(&mut net, &file_state, &LoadOptions::strict()).unwrap();
+        assert_eq!(
+            r.to_string(),
+            "StateLoadResult(missing_keys=[], unexpected_keys=[])",
+            "{f}"
         );
         let state = save_state(&net).unwrap();
         assert_eq!(
             state.keys().map(String::as_str).collect::<Vec<_>>(),
             ["SNN0", "Dense0", "Lif0"]
         );
+        // Same keys, dtypes, shapes and values as BrainPy's, node by node.
+        for (node, local) in state.iter() {
+            assert_eq!(&file_state[node.as_str()], local, "{f}: {node}");
+        }
     }
 }
 
@@ -98,4 +104,32 @@ fn example2_training_checkpoint_loads_into_the_twin_and_saves_back_identically()
     let p = save_pytree(dir.join("ckpt.bp"), &ckpt, true, None, false).unwrap();
     assert!(std::fs::read(&p).unwrap() == std::fs::read(fixture("ex2_training_ckpt.bp")).unwrap());
     let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn example2_batch_size_is_adopted_only_when_allowed() {
+    let tree = load_pytree(fixture("ex2_training_ckpt.bp"), None, true).unwrap();
+    let saved = tree.at("net").unwrap().value().to_state_tree().unwrap();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    // Built as in the tutorial (bm.training_environment(), batch size 1).
+    let mut net = TutorialSnn::new(&SnnConfig::default(), Mode::training(), &mut rng).unwrap();
+    let before = save_state(&net).unwrap();
+    let no_adopt = LoadOptions {
+        adopt_batch: false,
+        ..LoadOptions::default()
+    };
+    let err = load_state_with(&mut net, &saved, &no_adopt).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("Lif0.V: batch size 256 differs from the model's 1"),
+        "{err}"
+    );
+    assert_eq!(
+        save_state(&net).unwrap(),
+        before,
+        "a refused load changes nothing"
+    );
+    // With the default options the checkpoint's batch of 256 is adopted, as BrainPy does.
+    assert!(load_state(&mut net, &saved).unwrap().is_exact());
+    assert_eq!(save_state(&net).unwrap()["Lif0"]["Lif0.V"].shape(), &[256, 10]);
 }
