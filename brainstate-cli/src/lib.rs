@@ -285,7 +285,8 @@ pub fn inspect(path: &Path, json: bool, out: &mut dyn Write) -> Result<u8, CliEr
         .sum();
     writeln!(
         out,
-        "leaves: {n_leaves} ({n_tensors} arrays, {} of array data)",
+        "leaves: {n_leaves} ({n_tensors} array{}, {} of array data)",
+        if n_tensors == 1 { "" } else { "s" },
         human_bytes(data)
     )?;
     match f.checksums {
