@@ -13,33 +13,16 @@
 //!                              spk_fun=bm.surrogate.Arctan())
 //! ```
 use brainstate::ckpt::{load_pytree, save_pytree};
+use brainstate::nn::{Dense, Init, Layer, Lif, LifParams, Mode, Surrogate};
 use brainstate::*;
 use clap::Parser;
-use ndarray::{Array1, Array2};
+use ndarray::Array1;
+use rand::{rngs::StdRng, SeedableRng};
 use std::io::Write;
 use std::path::PathBuf;
 
-/// A non-training Dense layer (BrainPy's `bp.dnn.Dense` outside training mode): its weights are
-/// plain arrays, not variables, so it saves nothing, as in BrainPy.
-#[derive(Stateful)]
-pub struct Dense {
-    #[stateful(name)]
-    name: NodeName,
-    w: Array2<f32>,
-}
-
-/// A non-training LIF group: membrane potential `V` and boolean spikes.
-#[derive(Stateful)]
-pub struct Lif {
-    #[stateful(name)]
-    name: NodeName,
-    #[stateful(rename = "V")]
-    v: Variable,
-    spike: Variable,
-    tau: f32,
-}
-
-/// The tutorial's network.
+/// The tutorial's network, built outside training mode (BrainPy's default `NonBatchingMode`):
+/// the Dense weights are constants there, so `Dense0` saves nothing, as in BrainPy.
 #[derive(Stateful)]
 #[allow(clippy::upper_case_acronyms)]
 pub struct SNN {
@@ -51,39 +34,34 @@ pub struct SNN {
 }
 
 impl SNN {
-    /// `SNN()`: a variable of one zero, Dense 784 -> 10 without bias, Lif(10, tau=2).
-    pub fn new() -> SNN {
-        SNN {
+    /// `SNN()`: a variable of one zero, `Dense(784, 10, b_initializer=None)`,
+    /// `Lif(10, V_rest=0, V_reset=0, V_th=1, tau=2, spk_fun=Arctan())`.
+    pub fn new(rng: &mut StdRng) -> Result<SNN, brainstate::nn::NnError> {
+        let mode = Mode::NonBatching;
+        let lif = LifParams {
+            v_rest: 0.0,
+            v_reset: 0.0,
+            v_th: 1.0,
+            tau: 2.0,
+            surrogate: Surrogate::arctan(),
+            ..LifParams::default()
+        };
+        Ok(SNN {
             name: NodeName::auto(),
             var: Variable::new(Array1::<f32>::zeros(1)),
-            l1: Dense {
-                name: NodeName::auto(),
-                w: Array2::zeros((28 * 28, 10)),
-            },
-            l2: Lif {
-                name: NodeName::auto(),
-                v: Variable::new(Array1::<f32>::zeros(10)),
-                spike: Variable::new(Array1::from_elem(10, false)),
-                tau: 2.0,
-            },
-        }
+            l1: Dense::with_init(28 * 28, 10, Init::xavier_normal(1.0), None, mode, rng)?,
+            l2: Lif::new(10, lif, mode)?,
+        })
     }
 
-    /// Input size, output size and time constant, to show the plain data is there.
+    /// Sizes of the layers, to show what was built.
     pub fn describe(&self) -> String {
         format!(
-            "Dense {}x{} (plain weights), Lif({}) with tau={}",
-            self.l1.w.nrows(),
-            self.l1.w.ncols(),
-            self.l2.v.shape()[0],
-            self.l2.tau
+            "Dense {} -> {} (constant weights outside training), Lif({})",
+            self.l1.num_in(),
+            self.l1.num_out(),
+            self.l2.num_out()
         )
-    }
-}
-
-impl Default for SNN {
-    fn default() -> Self {
-        SNN::new()
     }
 }
 
@@ -99,7 +77,8 @@ pub struct Args {
 /// Runs the tutorial, printing to `out`.
 pub fn run(args: &Args, out: &mut dyn Write) -> Result<(), Box<dyn std::error::Error>> {
     std::fs::create_dir_all(&args.out)?;
-    let mut net = SNN::new();
+    let mut rng = StdRng::seed_from_u64(0);
+    let mut net = SNN::new(&mut rng)?;
     writeln!(out, "net = SNN()  # {}", net.describe())?;
 
     writeln!(out, "\n>>> net.save_state()")?;
@@ -129,7 +108,7 @@ pub fn run(args: &Args, out: &mut dyn Write) -> Result<(), Box<dyn std::error::E
     // gets the same names (SNN0, Dense0, Lif0), so nothing is missing.
     let native = args.out.join("a.ckpt");
     save_pytree(&native, &Pytree::from(save_state(&net)?), true, None, false)?;
-    let mut twin = SNN::new();
+    let mut twin = SNN::new(&mut rng)?;
     let twin_result = load_state(&mut twin, &load_pytree(&native, None, true)?.to_state_tree()?)?;
     writeln!(
         out,

@@ -20,7 +20,7 @@ fn prints_the_tutorial_and_writes_loadable_files() {
     let s = String::from_utf8(out).unwrap();
     let global = "{'SNN0': {'SNN0.var': f32[1]},\n 'Dense0': {},\n 'Lif0': {'Lif0.V': f32[10], 'Lif0.spike': bool[10]}}";
     let expected_start = format!(
-        "net = SNN()  # Dense 784x10 (plain weights), Lif(10) with tau=2\n\
+        "net = SNN()  # Dense 784 -> 10 (constant weights outside training), Lif(10)\n\
          \n>>> net.save_state()\n{{'SNN0.var': f32[1]}}\n\
          \n>>> bp.save_state(net)\n{global}\n\
          \n>>> bp.checkpoints.save_pytree('a.bp', net.state_dict())\nSaving checkpoint into {bp}\n\

@@ -75,11 +75,11 @@ pub fn open(path: &Path) -> Result<Opened, CliError> {
     let (format, size) = detect(path)?;
     let (version, checksums) = if format == Format::Native {
         let mut f = File::open(path).map_err(|e| CliError::io(path, e))?;
-        let (h, _) = native::read_header(&mut f, size).map_err(|source| CliError::Checkpoint {
-            source: ckpt::CheckpointError::Format {
+        let (h, _) = native::read_header(&mut f, size).map_err(|source| {
+            CliError::from(ckpt::CheckpointError::Format {
                 path: path.into(),
                 source,
-            },
+            })
         })?;
         (
             Some(format!("{}.{}", h.version[0], h.version[1])),

@@ -117,8 +117,7 @@ pub enum CliError {
     #[error("{source}")]
     Checkpoint {
         /// The library's error.
-        #[from]
-        source: CheckpointError,
+        source: Box<CheckpointError>,
     },
     /// A format error whose message does not name the file (BrainPy, safetensors, npz codecs).
     #[error("{path}: {source}")]
@@ -126,7 +125,7 @@ pub enum CliError {
         /// The file.
         path: PathBuf,
         /// The library's error.
-        source: CheckpointError,
+        source: Box<CheckpointError>,
     },
     /// The path is a directory or another non-file.
     #[error("{path}: not a regular file")]
@@ -174,9 +173,7 @@ pub enum CliError {
 impl CliError {
     fn io(path: &Path, source: io::Error) -> CliError {
         if source.kind() == io::ErrorKind::NotFound {
-            CliError::Checkpoint {
-                source: CheckpointError::NotFound { path: path.into() },
-            }
+            CheckpointError::NotFound { path: path.into() }.into()
         } else {
             CliError::Io {
                 path: path.into(),
@@ -188,11 +185,11 @@ impl CliError {
     /// A load error of `path`, naming the file if the library's message does not.
     pub fn reading(path: &Path, source: CheckpointError) -> CliError {
         if source.to_string().contains(&path.display().to_string()) {
-            CliError::Checkpoint { source }
+            source.into()
         } else {
             CliError::Read {
                 path: path.into(),
-                source,
+                source: Box::new(source),
             }
         }
     }
@@ -205,6 +202,14 @@ impl CliError {
             .filter(|l| !l.is_empty())
             .collect::<Vec<_>>()
             .join("; ")
+    }
+}
+
+impl From<CheckpointError> for CliError {
+    fn from(source: CheckpointError) -> CliError {
+        CliError::Checkpoint {
+            source: Box::new(source),
+        }
     }
 }
 
@@ -280,7 +285,8 @@ pub fn inspect(path: &Path, json: bool, out: &mut dyn Write) -> Result<u8, CliEr
         .sum();
     writeln!(
         out,
-        "leaves: {n_leaves} ({n_tensors} arrays, {} of array data)",
+        "leaves: {n_leaves} ({n_tensors} array{}, {} of array data)",
+        if n_tensors == 1 { "" } else { "s" },
         human_bytes(data)
     )?;
     match f.checksums {
@@ -354,7 +360,7 @@ fn leaf_columns(v: &Pytree, info: &LeafInfo<'_>) -> (String, String) {
         precision: 8,
     };
     match v {
-        Pytree::Tensor(t) if t.ndim() == 0 => (info.type_text(), numpy::leaf_repr(v, &small)),
+        Pytree::Tensor(t) if t.ndim() == 0 => (info.type_text(), numpy::scalar_text(t)),
         Pytree::Tensor(_) => (info.type_text(), human_bytes(info.nbytes() as u64)),
         Pytree::Scalar(_) => (
             format!("scalar {}", info.type_text()),

@@ -293,7 +293,8 @@ fn block(
                 None => "...".to_string(),
             };
             let last = n + 1 == items.len();
-            let need = text.len() + if last { 1 } else { 1 };
+            // Room for the text and the `,` or `]` after it.
+            let need = text.len() + 1;
             if n > 0 {
                 if col + 1 + need > opts.linewidth {
                     out.push('\n');
@@ -323,6 +324,12 @@ fn block(
         })
         .collect();
     format!("[{}]", parts.join(&format!(",{blank}{inner}")))
+}
+
+/// The value of a 0-d tensor as numpy prints it (`0.72636056`, `True`, `3`).
+pub fn scalar_text(t: &Tensor) -> String {
+    let texts = element_texts(t, &[0], &PrintOptions::default());
+    texts.into_iter().next().unwrap_or_default().trim().to_string()
 }
 
 /// A leaf as Python would print it: numpy arrays by [`array_repr`], numpy scalars as
