@@ -53,13 +53,19 @@ pub enum TensorError {
 
 /// Byte size of `shape` elements of `dtype`, with checked arithmetic.
 pub fn checked_nbytes(dtype: DType, shape: &[usize]) -> Result<usize, TensorError> {
-    shape
+    let overflow = || TensorError::Overflow {
+        dtype,
+        shape: shape.to_vec(),
+    };
+    // ndarray also requires the product of the non-zero axis lengths to fit `isize`, even when
+    // another axis is 0, so a shape like [0, 2^63] is refused here rather than panicking there.
+    let nonzero = shape
         .iter()
+        .filter(|&&d| d != 0)
         .try_fold(dtype.itemsize(), |acc, &d| acc.checked_mul(d))
-        .ok_or_else(|| TensorError::Overflow {
-            dtype,
-            shape: shape.to_vec(),
-        })
+        .filter(|&n| n <= isize::MAX as usize)
+        .ok_or_else(overflow)?;
+    Ok(if shape.contains(&0) { 0 } else { nonzero })
 }
 
 /// The storage of a tensor: one owned, row-major ndarray per dtype.
@@ -543,6 +549,12 @@ mod tests {
             Err(TensorError::Overflow { .. })
         ));
         assert!(Tensor::from_vec(&[3], vec![1i32, 2]).is_err());
+        // Zero-size shapes whose other axes are huge are refused, not a panic inside ndarray.
+        assert!(matches!(
+            Tensor::zeros(DType::F32, &[0, 1 << 62]),
+            Err(TensorError::Overflow { .. })
+        ));
+        assert_eq!(Tensor::zeros(DType::F32, &[0, 1 << 20]).unwrap().nbytes(), 0);
         // A hostile shape with few bytes is rejected before anything is allocated.
         assert!(matches!(
             Tensor::from_le_bytes(DType::F32, &[1 << 40], &[0; 8]),

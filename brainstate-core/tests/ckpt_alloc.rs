@@ -29,9 +29,14 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static A: Counting = Counting;
 
-/// Peak bytes allocated on top of what was in use when `f` started.
+/// Runs one whole test at a time: the counters are process-wide, so another test allocating
+/// (even while building its inputs) would show up in this test's peak.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Peak bytes allocated on top of what was in use when `f` started (call under [`serial`]).
 fn peak_extra(f: impl FnOnce()) -> usize {
-    let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let base = IN_USE.load(Ordering::SeqCst);
     PEAK.store(base, Ordering::SeqCst);
     f();
@@ -52,6 +57,7 @@ const CAP: usize = 64 * 1024;
 
 #[test]
 fn hostile_lengths_allocate_nothing_big() {
+    let _serial = serial();
     let mut cases: Vec<Vec<u8>> = Vec::new();
     for head in [
         vec![0x5b, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff], // bytes of 2^64-1
@@ -81,6 +87,7 @@ fn hostile_lengths_allocate_nothing_big() {
 
 #[test]
 fn tensors_claiming_more_than_the_file_allocate_nothing_big() {
+    let _serial = serial();
     // A real file with its `len` patched (LengthMismatch), and a truncated one.
     let f = encode(&pytree! { "w" => Tensor::from_vec(&[4], vec![1u8, 2, 3, 4]).unwrap() }).unwrap();
     let mut g = f.clone();
