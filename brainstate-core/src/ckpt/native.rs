@@ -676,46 +676,44 @@ impl<'a> Parser<'a> {
         }
     }
 
-    fn map_head(&mut self, item: Item, key: &'static str) -> Result<usize, FormatError> {
+    /// Pulls one head and accepts it when `pick` maps it, else a `WrongType` naming `expected`.
+    fn expect_head<T>(
+        &mut self,
+        item: Item,
+        key: &'static str,
+        expected: &'static str,
+        pick: impl FnOnce(&Header) -> Option<T>,
+    ) -> Result<T, FormatError> {
         let at = self.at();
-        match self.pull()? {
-            Header::Map(Some(n)) => Ok(n),
-            other => Err(FormatError::WrongType {
-                offset: at,
-                item,
-                key,
-                expected: "map",
-                found: head_kind(&other),
-            }),
-        }
+        let head = self.pull()?;
+        pick(&head).ok_or_else(|| FormatError::WrongType {
+            offset: at,
+            item,
+            key,
+            expected,
+            found: head_kind(&head),
+        })
+    }
+
+    fn map_head(&mut self, item: Item, key: &'static str) -> Result<usize, FormatError> {
+        self.expect_head(item, key, "map", |h| match h {
+            Header::Map(Some(n)) => Some(*n),
+            _ => None,
+        })
     }
 
     fn array_head(&mut self, item: Item, key: &'static str) -> Result<usize, FormatError> {
-        let at = self.at();
-        match self.pull()? {
-            Header::Array(Some(n)) => Ok(n),
-            other => Err(FormatError::WrongType {
-                offset: at,
-                item,
-                key,
-                expected: "array",
-                found: head_kind(&other),
-            }),
-        }
+        self.expect_head(item, key, "array", |h| match h {
+            Header::Array(Some(n)) => Some(*n),
+            _ => None,
+        })
     }
 
     fn uint(&mut self, item: Item, key: &'static str) -> Result<u64, FormatError> {
-        let at = self.at();
-        match self.pull()? {
-            Header::Positive(u) => Ok(u),
-            other => Err(FormatError::WrongType {
-                offset: at,
-                item,
-                key,
-                expected: "unsigned int",
-                found: head_kind(&other),
-            }),
-        }
+        self.expect_head(item, key, "unsigned int", |h| match h {
+            Header::Positive(u) => Some(*u),
+            _ => None,
+        })
     }
 
     fn value(&mut self, depth: usize) -> Result<Val, FormatError> {
