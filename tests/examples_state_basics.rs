@@ -45,7 +45,7 @@ fn prints_the_tutorial_and_writes_loadable_files() {
     assert_eq!(Format::detect(&native[..64]), Some(Format::Native));
     let fixture = std::fs::read(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/brainpy/ex1_save_state.bp"
+        "/brainstate-core/tests/fixtures/brainpy/ex1_save_state.bp"
     ))
     .unwrap();
     assert_eq!(

@@ -16,7 +16,7 @@ fn cmd() -> Command {
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../tests/fixtures/brainpy")
+        .join("../brainstate-core/tests/fixtures/brainpy")
         .join(name)
 }
 
