@@ -1,6 +1,7 @@
 //! Moving checkpoints between BrainPy and Rust.
 //!
 //! ```text
+//! cargo run --example brainpy_interop                  # BrainPy's tutorial checkpoint into the Rust model and back
 //! cargo run --example brainpy_interop -- write <dir>   # .bp files for BrainPy to load
 //! cargo run --example brainpy_interop -- check <dir>   # checks the .bp files BrainPy wrote
 //! cargo run --example brainpy_interop -- read <file>   # prints any BrainPy checkpoint
@@ -12,7 +13,11 @@
 
 use brainstate::bpformat::{self, WriteOptions};
 use brainstate::ckpt::{load_pytree, save_pytree};
+use brainstate::nn::{Mode, SnnConfig, TutorialSnn};
+use brainstate::{load_state_with, pytree, save_state, LoadOptions};
 use brainstate::{DType, IndexMap, Pytree, Tensor, C128, C64};
+use rand::SeedableRng;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -138,6 +143,42 @@ fn tutorial(zeros: bool) -> Pytree {
         .with("ExponentialEuler0", Pytree::map())
 }
 
+/// The checkpoint BrainPy wrote in its tutorial (`ex2_training_ckpt.bp`, bundled with the tests).
+pub fn brainpy_tutorial_checkpoint() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("brainstate-core/tests/fixtures/brainpy/ex2_training_ckpt.bp")
+}
+
+/// Loads BrainPy's tutorial checkpoint into the Rust twin of its model, then saves the model
+/// as the tutorial does into `out_dir/snn_from_rust.bp`, a file BrainPy loads; returns whether
+/// that file is byte-identical to BrainPy's.
+pub fn demo(bp_file: &Path, out_dir: &Path, out: &mut dyn Write) -> Result<bool, Box<dyn std::error::Error>> {
+    let ckpt = load_pytree(bp_file, None, true)?;
+    writeln!(out, "checkpoint written by BrainPy: {}", bp_file.display())?;
+    let epoch = ckpt.get("epoch_i")?.i64()?;
+    let loss = ckpt.get("train_loss")?.tensor()?.clone();
+    writeln!(
+        out,
+        "epoch_i = {epoch}, train_loss = {:?}",
+        ckpt.get("train_loss")?.f64()?
+    )?;
+    // The tutorial's SNN, built in training mode; its state adopts the file's batch size.
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+    let mut net = TutorialSnn::new(&SnnConfig::default(), Mode::training(), &mut rng)?;
+    let report = load_state_with(&mut net, &ckpt.get("net")?.state_tree()?, &LoadOptions::strict())?;
+    writeln!(out, "bp.load_state(net, states['net']) -> {report}")?;
+    std::fs::create_dir_all(out_dir)?;
+    let ours = pytree! { "net" => save_state(&net)?, "epoch_i" => epoch, "train_loss" => loss };
+    let path = save_pytree(out_dir.join("snn_from_rust.bp"), &ours, true, None, true)?;
+    let same = std::fs::read(&path)? == std::fs::read(bp_file)?;
+    writeln!(
+        out,
+        "{} is byte-identical to BrainPy's file: {same}",
+        path.display()
+    )?;
+    Ok(same)
+}
+
 fn write(dir: &Path) -> Result<(), Box<dyn std::error::Error>> {
     std::fs::create_dir_all(dir)?;
     // Through save_pytree: the `.bp` name picks BrainPy's format, with a durable atomic save.
@@ -203,13 +244,18 @@ fn check(dir: &Path) -> Result<bool, Box<dyn std::error::Error>> {
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
+        [] => demo(
+            &brainpy_tutorial_checkpoint(),
+            Path::new("target/brainpy_interop"),
+            &mut std::io::stdout(),
+        ),
         ["write", dir] => write(Path::new(dir)).map(|()| true),
         ["check", dir] => check(Path::new(dir)),
         ["read", file] => load_pytree(file, None, true)
             .map(|t| print!("{t}"))
             .map(|()| true)
             .map_err(Into::into),
-        _ => Err("usage: brainpy_interop write <dir> | check <dir> | read <file>".into()),
+        _ => Err("usage: brainpy_interop [write <dir> | check <dir> | read <file>]".into()),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

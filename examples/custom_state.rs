@@ -73,21 +73,33 @@ impl CustomState for YourClass {
     }
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// Runs the example, printing to `out`.
+pub fn run(out: &mut dyn std::io::Write) -> Result<(), Box<dyn std::error::Error>> {
     let mut rng = StdRng::seed_from_u64(0);
     let obj = YourClass::new(&mut rng);
-    println!("obj.save_state():");
+    writeln!(out, "obj.save_state():")?;
     for (k, v) in obj.save_state().iter() {
-        println!("  {k}: {v:?}");
+        writeln!(out, "  {k}: {v:?}")?;
     }
     let state = save_state(&obj)?;
-    println!("save_state(&obj) keys: {:?}", state.keys().collect::<Vec<_>>());
+    writeln!(
+        out,
+        "save_state(&obj) keys: {:?}",
+        state.keys().collect::<Vec<_>>()
+    )?;
 
     let mut other = YourClass::new(&mut rng);
     other.a = 42;
     let report = load_state(&mut other, &state)?;
-    println!("load_state(&mut other, &state) -> {report}");
-    println!("other.a = {}, other.b[0] = {}", other.a, other.b[0]);
-    assert_eq!(save_state(&other)?, state);
+    writeln!(out, "load_state(&mut other, &state) -> {report}")?;
+    writeln!(out, "other.a = {}, other.b[0] = {}", other.a, other.b[0])?;
+    if save_state(&other)? != state {
+        return Err("the loaded object does not hold the saved state".into());
+    }
     Ok(())
+}
+
+#[allow(dead_code)]
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    run(&mut std::io::stdout())
 }
