@@ -5,6 +5,9 @@
 //! ```text
 //! MATMUL_NUM_THREADS=1 cargo run --release -p brainstate-nn --example bench_train -- all
 //! cargo run --release -p brainstate-nn --example bench_train -- big-dense 5
+//! # the large products through the system OpenBLAS (apt-get install libopenblas-dev):
+//! OPENBLAS_CORETYPE=SkylakeX OPENBLAS_NUM_THREADS=1 \
+//!     cargo run --release -p brainstate-nn --features openblas --example bench_train -- big-dense 5
 //! ```
 //! Cases: `small` (100 -> 10 -> 2, 10 Hz input at dt = 1 ms), `big-dense` (700 -> 1000 -> 20,
 //! dense input: every value nonzero), `big-sparse` (the same network, 1 % input density),
@@ -104,7 +107,12 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let which = args.get(1).map(String::as_str).unwrap_or("all");
     let epochs: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(6);
-    let threads = std::env::var("MATMUL_NUM_THREADS").unwrap_or_else(|_| "default".into());
+    let var = if MATMUL_BACKEND == "openblas" {
+        "OPENBLAS_NUM_THREADS"
+    } else {
+        "MATMUL_NUM_THREADS"
+    };
+    let threads = std::env::var(var).unwrap_or_else(|_| "default".into());
     let small = Case {
         name: "small",
         num_in: 100,
@@ -126,7 +134,10 @@ fn main() {
         num_out: 20,
         density: Some(0.01),
     };
-    let mut summary = vec![format!("\"matmul_threads\": \"{threads}\"")];
+    let mut summary = vec![
+        format!("\"matmul_backend\": \"{MATMUL_BACKEND}\""),
+        format!("\"matmul_threads\": \"{threads}\""),
+    ];
     for c in [&small, &dense, &sparse] {
         if which != "all" && which != c.name {
             continue;

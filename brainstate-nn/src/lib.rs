@@ -21,6 +21,9 @@
 //! ```
 #![warn(missing_docs)]
 
+// Links the system OpenBLAS that ndarray's `blas` feature calls (feature `openblas`).
+#[cfg(feature = "openblas")]
+extern crate blas_src;
 pub mod dense;
 pub mod error;
 pub mod init;
@@ -35,6 +38,15 @@ pub mod surrogate;
 pub mod train;
 
 pub use dense::Dense;
+
+/// The library doing the large matrix products: `"openblas"` with the `openblas` feature (the
+/// system OpenBLAS; on CPUs its runtime detection does not know, set `OPENBLAS_CORETYPE`, e.g.
+/// `SkylakeX` or `Haswell`, or it falls back to slow generic kernels), else `"matrixmultiply"`.
+pub const MATMUL_BACKEND: &str = if cfg!(feature = "openblas") {
+    "openblas"
+} else {
+    "matrixmultiply"
+};
 pub use error::{NnError, Result};
 pub use init::{Distr, FanMode, Init};
 pub use layer::{Layer, ParamVisitor, Record};
