@@ -138,6 +138,12 @@ fn main() {
         format!("\"matmul_backend\": \"{MATMUL_BACKEND}\""),
         format!("\"matmul_threads\": \"{threads}\""),
     ];
+    if let Some(core) = openblas_core() {
+        if core.eq_ignore_ascii_case("prescott") {
+            eprintln!("warning: OpenBLAS did not recognise this CPU and runs generic kernels; set OPENBLAS_CORETYPE (e.g. SkylakeX or Haswell)");
+        }
+        summary.push(format!("\"openblas_core\": \"{core}\""));
+    }
     for c in [&small, &dense, &sparse] {
         if which != "all" && which != c.name {
             continue;

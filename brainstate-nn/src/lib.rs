@@ -47,6 +47,28 @@ pub const MATMUL_BACKEND: &str = if cfg!(feature = "openblas") {
 } else {
     "matrixmultiply"
 };
+
+/// The kernel set OpenBLAS chose for this CPU (`OPENBLAS_CORETYPE` or its own detection), e.g.
+/// `SkylakeX`; `Prescott` means detection failed and the products run on generic kernels.
+/// `None` without the `openblas` feature.
+pub fn openblas_core() -> Option<String> {
+    #[cfg(feature = "openblas")]
+    {
+        extern "C" {
+            fn openblas_get_corename() -> *const std::os::raw::c_char;
+        }
+        // SAFETY: OpenBLAS returns a pointer to a static NUL-terminated name (or null).
+        let p = unsafe { openblas_get_corename() };
+        if p.is_null() {
+            return None;
+        }
+        // SAFETY: non-null, NUL-terminated, static.
+        let name = unsafe { std::ffi::CStr::from_ptr(p) };
+        Some(name.to_string_lossy().into_owned())
+    }
+    #[cfg(not(feature = "openblas"))]
+    None
+}
 pub use error::{NnError, Result};
 pub use init::{Distr, FanMode, Init};
 pub use layer::{Layer, ParamVisitor, Record};
