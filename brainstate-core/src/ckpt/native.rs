@@ -809,8 +809,90 @@ impl<'a> Parser<'a> {
         })
     }
 
+    /// One tensor entry written exactly as the writer does (five keys in canonical order, short
+    /// dtype and shape heads), or `None` with the position unchanged: the general path then
+    /// parses the entry and reports any error. Accepts nothing the general path refuses.
+    #[inline]
+    fn tensor_entry_fast(&mut self) -> Option<TensorEntry> {
+        let start = self.pos;
+        let e = self.tensor_entry_fast_inner();
+        if e.is_none() {
+            self.pos = start;
+        }
+        e
+    }
+
+    fn tensor_entry_fast_inner(&mut self) -> Option<TensorEntry> {
+        if *self.bytes.get(self.pos)? != 0xa5 {
+            return None;
+        }
+        self.pos += 1;
+        self.fast_lit(b"\x63len")?;
+        let len = self.fast_uint()?;
+        self.fast_lit(b"\x63off")?;
+        let off = self.fast_uint()?;
+        self.fast_lit(b"\x65dtype")?;
+        let n = self.fast_short_head(3)?;
+        let raw = self.bytes.get(self.pos..self.pos + n)?;
+        let dtype = DType::from_name(std::str::from_utf8(raw).ok()?)?;
+        self.pos += n;
+        self.fast_lit(b"\x65shape")?;
+        // At most 23 axes here (a one-byte head), below MAX_NDIM.
+        let nd = self.fast_short_head(4)?;
+        let mut shape = Vec::with_capacity(nd);
+        for _ in 0..nd {
+            shape.push(usize::try_from(self.fast_uint()?).ok()?);
+        }
+        self.fast_lit(b"\x66crc32c")?;
+        let crc32c = u32::try_from(self.fast_uint()?).ok()?;
+        Some(TensorEntry {
+            dtype,
+            shape,
+            off,
+            len,
+            crc32c,
+        })
+    }
+
+    /// Consumes `lit` if the input continues with exactly these bytes.
+    #[inline]
+    fn fast_lit(&mut self, lit: &[u8]) -> Option<()> {
+        if self.bytes.get(self.pos..self.pos + lit.len())? == lit {
+            self.pos += lit.len();
+            Some(())
+        } else {
+            None
+        }
+    }
+
+    /// An unsigned int (major type 0).
+    #[inline]
+    fn fast_uint(&mut self) -> Option<u64> {
+        if *self.bytes.get(self.pos)? >> 5 != 0 {
+            return None;
+        }
+        match self.pull().ok()? {
+            Header::Positive(u) => Some(u),
+            _ => None,
+        }
+    }
+
+    /// A one-byte head of major type `major` (argument below 24).
+    #[inline]
+    fn fast_short_head(&mut self, major: u8) -> Option<usize> {
+        let b = *self.bytes.get(self.pos)?;
+        if b >> 5 != major || b & 0x1f >= 24 {
+            return None;
+        }
+        self.pos += 1;
+        Some((b & 0x1f) as usize)
+    }
+
     /// One tensor entry, parsed without building generic values.
     fn tensor_entry(&mut self, index: usize) -> Result<TensorEntry, FormatError> {
+        if let Some(e) = self.tensor_entry_fast() {
+            return Ok(e);
+        }
         let item = Item::TensorEntry;
         let at = self.at();
         let n = self.map_head(item, "")?;
@@ -878,12 +960,12 @@ impl<'a> Parser<'a> {
             item,
             key,
         };
-        let crc = crc.ok_or(missing("crc32c"))?;
+        let crc = crc.ok_or_else(|| missing("crc32c"))?;
         Ok(TensorEntry {
-            dtype: dtype.ok_or(missing("dtype"))?,
-            shape: shape.ok_or(missing("shape"))?,
-            off: off.ok_or(missing("off"))?,
-            len: len.ok_or(missing("len"))?,
+            dtype: dtype.ok_or_else(|| missing("dtype"))?,
+            shape: shape.ok_or_else(|| missing("shape"))?,
+            off: off.ok_or_else(|| missing("off"))?,
+            len: len.ok_or_else(|| missing("len"))?,
             crc32c: u32::try_from(crc).map_err(|_| FormatError::WrongType {
                 offset: at,
                 item,
@@ -1395,6 +1477,15 @@ pub fn check_structure<R: Read + Seek>(r: &mut R, file_len: u64) -> Result<Parse
 
 /// Decodes a native checkpoint held in memory (the same checks as [`read`], on a slice).
 pub fn decode(bytes: &[u8]) -> Result<Pytree, FormatError> {
+    decode_with(bytes, 1)
+}
+
+/// Trees with at least this many tensors build them on two threads in [`decode_with`].
+const PARALLEL_MIN_TENSORS: usize = 2048;
+
+/// [`decode`], building the tensors of trees with many of them on up to two of `threads`
+/// threads. The checks and the error reported for a bad file are the same as [`decode`]'s.
+pub fn decode_with(bytes: &[u8], threads: usize) -> Result<Pytree, FormatError> {
     let file_len = bytes.len() as u64;
     let h = parse_header(bytes, file_len)?;
     let hcrc = crc32c::crc32c(&bytes[..h.header_len as usize]);
@@ -1420,33 +1511,67 @@ pub fn decode(bytes: &[u8]) -> Result<Pytree, FormatError> {
     };
     push_padding(&mut expect, (h.data_base - h.header_len) as usize);
     check(&mut expect, &mut pos, 0)?;
+    // First every padding item, payload head and checksum, in file order, stopping at the first
+    // error; then the tensors of the entries before it. An error building tensor i (a bad bool
+    // byte) comes before any error found at a later index, as in a single in-order pass.
     let mut cur = 0u64;
-    let mut out = Vec::with_capacity(h.tensors.len());
+    let mut starts = Vec::with_capacity(h.tensors.len());
+    let mut first_err = None;
     for (index, e) in h.tensors.iter().enumerate() {
         push_padding(
             &mut expect,
             (e.off - payload_head_len(e.dtype, e.len) - cur) as usize,
         );
         payload_head(e.dtype, e.len, &mut expect);
-        check(&mut expect, &mut pos, index)?;
-        let payload = &bytes[pos..pos + e.len as usize];
-        let crc = crc32c::crc32c(payload);
+        if let Err(err) = check(&mut expect, &mut pos, index) {
+            first_err = Some(err);
+            break;
+        }
+        let crc = crc32c::crc32c(&bytes[pos..pos + e.len as usize]);
         if crc != e.crc32c {
-            return Err(FormatError::Checksum {
+            first_err = Some(FormatError::Checksum {
                 index,
                 offset: pos as u64,
                 stored: e.crc32c,
                 computed: crc,
             });
+            break;
         }
-        let t = Tensor::from_le_bytes(e.dtype, &e.shape, payload).map_err(|source| FormatError::Tensor {
-            index,
-            offset: pos as u64,
-            source: Box::new(source),
-        })?;
-        out.push(Some(t));
+        starts.push(pos);
         pos += e.len as usize;
         cur = e.off + e.len;
+    }
+    let build = |range: std::ops::Range<usize>| -> Result<Vec<Option<Tensor>>, FormatError> {
+        let mut out = Vec::with_capacity(range.len());
+        for index in range {
+            let (e, at) = (&h.tensors[index], starts[index]);
+            let payload = &bytes[at..at + e.len as usize];
+            let t =
+                Tensor::from_le_bytes(e.dtype, &e.shape, payload).map_err(|source| FormatError::Tensor {
+                    index,
+                    offset: at as u64,
+                    source: Box::new(source),
+                })?;
+            out.push(Some(t));
+        }
+        Ok(out)
+    };
+    let n = starts.len();
+    let out = if threads > 1 && n >= PARALLEL_MIN_TENSORS {
+        let mid = n / 2;
+        let (first, second) = std::thread::scope(|s| {
+            let hi = s.spawn(|| build(mid..n));
+            let lo = build(0..mid);
+            (lo, hi.join())
+        });
+        let mut out = first?;
+        out.extend(second.unwrap_or_else(|_| Err(FormatError::Io("decoder thread panicked".into())))?);
+        out
+    } else {
+        build(0..n)?
+    };
+    if let Some(err) = first_err {
+        return Err(err);
     }
     check_trailer(&bytes[pos..], pos as u64, &h, hcrc)?;
     assemble(h.tree, out)
