@@ -594,31 +594,3 @@ fn random_inputs_never_panic() {
         let _ = decode_both(&b);
     }
 }
-
-/// Files with many tensors are built on two threads by `decode_with`: same tree, and the same
-/// first error as the one-thread reader for damage anywhere in the file.
-#[test]
-fn two_thread_decode_agrees_with_one_thread() {
-    let mut m = brainstate_core::IndexMap::new();
-    for i in 0..2600usize {
-        let leaf = if i % 3 == 0 {
-            Tensor::from_vec(&[2], vec![i % 2 == 0, true]).unwrap()
-        } else {
-            Tensor::from_vec(&[3], vec![i as f32, 1.0, -2.5]).unwrap()
-        };
-        m.insert(format!("t{i:04}"), Pytree::Tensor(leaf));
-    }
-    let tree = Pytree::Map(m);
-    let bytes = encode(&tree).unwrap();
-    let back = native::decode_with(&bytes, 2).unwrap();
-    assert!(same(&back, &tree));
-    let n = bytes.len();
-    for at in [n / 3, n / 2 + 1, n / 2 + 40, n - 200, n - 90, n - 30, n - 2] {
-        let mut bad = bytes.clone();
-        bad[at] ^= 0x10;
-        let one = format!("{:?}", decode(&bad));
-        let two = format!("{:?}", native::decode_with(&bad, 2));
-        assert_eq!(one, two, "flip at {at}");
-        assert!(one.starts_with("Err"), "flip at {at}: {one}");
-    }
-}

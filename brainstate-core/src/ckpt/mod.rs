@@ -279,11 +279,9 @@ fn load_file(path: &Path, opts: &LoadOptions) -> Result<Pytree, CheckpointError>
             f.seek(std::io::SeekFrom::Start(0))
                 .and_then(|_| f.read_to_end(&mut bytes))
                 .map_err(|e| CheckpointError::io("read", path, e))?;
-            native::decode_with(&bytes, if opts.parallel { opts.threads } else { 1 }).map_err(|source| {
-                CheckpointError::Format {
-                    path: path.into(),
-                    source,
-                }
+            native::decode(&bytes).map_err(|source| CheckpointError::Format {
+                path: path.into(),
+                source,
             })
         }
         Some(Format::Native) => {

@@ -1477,15 +1477,6 @@ pub fn check_structure<R: Read + Seek>(r: &mut R, file_len: u64) -> Result<Parse
 
 /// Decodes a native checkpoint held in memory (the same checks as [`read`], on a slice).
 pub fn decode(bytes: &[u8]) -> Result<Pytree, FormatError> {
-    decode_with(bytes, 1)
-}
-
-/// Trees with at least this many tensors build them on two threads in [`decode_with`].
-const PARALLEL_MIN_TENSORS: usize = 2048;
-
-/// [`decode`], building the tensors of trees with many of them on up to two of `threads`
-/// threads. The checks and the error reported for a bad file are the same as [`decode`]'s.
-pub fn decode_with(bytes: &[u8], threads: usize) -> Result<Pytree, FormatError> {
     let file_len = bytes.len() as u64;
     let h = parse_header(bytes, file_len)?;
     let hcrc = crc32c::crc32c(&bytes[..h.header_len as usize]);
@@ -1511,67 +1502,33 @@ pub fn decode_with(bytes: &[u8], threads: usize) -> Result<Pytree, FormatError> 
     };
     push_padding(&mut expect, (h.data_base - h.header_len) as usize);
     check(&mut expect, &mut pos, 0)?;
-    // First every padding item, payload head and checksum, in file order, stopping at the first
-    // error; then the tensors of the entries before it. An error building tensor i (a bad bool
-    // byte) comes before any error found at a later index, as in a single in-order pass.
     let mut cur = 0u64;
-    let mut starts = Vec::with_capacity(h.tensors.len());
-    let mut first_err = None;
+    let mut out = Vec::with_capacity(h.tensors.len());
     for (index, e) in h.tensors.iter().enumerate() {
         push_padding(
             &mut expect,
             (e.off - payload_head_len(e.dtype, e.len) - cur) as usize,
         );
         payload_head(e.dtype, e.len, &mut expect);
-        if let Err(err) = check(&mut expect, &mut pos, index) {
-            first_err = Some(err);
-            break;
-        }
-        let crc = crc32c::crc32c(&bytes[pos..pos + e.len as usize]);
+        check(&mut expect, &mut pos, index)?;
+        let payload = &bytes[pos..pos + e.len as usize];
+        let crc = crc32c::crc32c(payload);
         if crc != e.crc32c {
-            first_err = Some(FormatError::Checksum {
+            return Err(FormatError::Checksum {
                 index,
                 offset: pos as u64,
                 stored: e.crc32c,
                 computed: crc,
             });
-            break;
         }
-        starts.push(pos);
+        let t = Tensor::from_le_bytes(e.dtype, &e.shape, payload).map_err(|source| FormatError::Tensor {
+            index,
+            offset: pos as u64,
+            source: Box::new(source),
+        })?;
+        out.push(Some(t));
         pos += e.len as usize;
         cur = e.off + e.len;
-    }
-    let build = |range: std::ops::Range<usize>| -> Result<Vec<Option<Tensor>>, FormatError> {
-        let mut out = Vec::with_capacity(range.len());
-        for index in range {
-            let (e, at) = (&h.tensors[index], starts[index]);
-            let payload = &bytes[at..at + e.len as usize];
-            let t =
-                Tensor::from_le_bytes(e.dtype, &e.shape, payload).map_err(|source| FormatError::Tensor {
-                    index,
-                    offset: at as u64,
-                    source: Box::new(source),
-                })?;
-            out.push(Some(t));
-        }
-        Ok(out)
-    };
-    let n = starts.len();
-    let out = if threads > 1 && n >= PARALLEL_MIN_TENSORS {
-        let mid = n / 2;
-        let (first, second) = std::thread::scope(|s| {
-            let hi = s.spawn(|| build(mid..n));
-            let lo = build(0..mid);
-            (lo, hi.join())
-        });
-        let mut out = first?;
-        out.extend(second.unwrap_or_else(|_| Err(FormatError::Io("decoder thread panicked".into())))?);
-        out
-    } else {
-        build(0..n)?
-    };
-    if let Some(err) = first_err {
-        return Err(err);
     }
     check_trailer(&bytes[pos..], pos as u64, &h, hcrc)?;
     assemble(h.tree, out)
