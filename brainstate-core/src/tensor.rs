@@ -356,7 +356,46 @@ impl Tensor {
                 found: bytes.len(),
             });
         }
+        #[cfg(target_endian = "little")]
+        if dtype != DType::Bool {
+            return Ok(Tensor::copy_native(dtype, shape, bytes));
+        }
         Tensor::read_le(dtype, shape, &mut &bytes[..])
+    }
+
+    /// A tensor holding a copy of `bytes` (native byte order, non-bool dtype, `bytes.len()` equal
+    /// to the checked byte size of `shape`): one allocation and one copy, no zero-fill.
+    #[cfg(target_endian = "little")]
+    fn copy_native(dtype: DType, shape: &[usize], bytes: &[u8]) -> Tensor {
+        fn copy<T: Storable>(shape: &[usize], bytes: &[u8]) -> Tensor {
+            let n = bytes.len() / std::mem::size_of::<T>();
+            let mut v: Vec<T> = Vec::with_capacity(n);
+            // SAFETY: T is not bool, so every bit pattern is a valid T and it has no padding;
+            // the capacity holds n * size_of::<T>() == bytes.len() bytes (checked_nbytes).
+            unsafe {
+                std::ptr::copy_nonoverlapping(bytes.as_ptr(), v.as_mut_ptr().cast::<u8>(), bytes.len());
+                v.set_len(n);
+            }
+            let a = ArrayD::from_shape_vec(IxDyn(shape), v).expect("length checked by checked_nbytes");
+            Tensor { data: T::wrap(a) }
+        }
+        match dtype {
+            DType::Bool => unreachable!("bool tensors are decoded through a checked path"),
+            DType::U8 => copy::<u8>(shape, bytes),
+            DType::U16 => copy::<u16>(shape, bytes),
+            DType::U32 => copy::<u32>(shape, bytes),
+            DType::U64 => copy::<u64>(shape, bytes),
+            DType::I8 => copy::<i8>(shape, bytes),
+            DType::I16 => copy::<i16>(shape, bytes),
+            DType::I32 => copy::<i32>(shape, bytes),
+            DType::I64 => copy::<i64>(shape, bytes),
+            DType::F16 => copy::<f16>(shape, bytes),
+            DType::BF16 => copy::<bf16>(shape, bytes),
+            DType::F32 => copy::<f32>(shape, bytes),
+            DType::F64 => copy::<f64>(shape, bytes),
+            DType::C64 => copy::<C64>(shape, bytes),
+            DType::C128 => copy::<C128>(shape, bytes),
+        }
     }
 
     /// Reads exactly the tensor's bytes (little-endian, row-major) from `reader` straight into a

@@ -809,8 +809,90 @@ impl<'a> Parser<'a> {
         })
     }
 
+    /// One tensor entry written exactly as the writer does (five keys in canonical order, short
+    /// dtype and shape heads), or `None` with the position unchanged: the general path then
+    /// parses the entry and reports any error. Accepts nothing the general path refuses.
+    #[inline]
+    fn tensor_entry_fast(&mut self) -> Option<TensorEntry> {
+        let start = self.pos;
+        let e = self.tensor_entry_fast_inner();
+        if e.is_none() {
+            self.pos = start;
+        }
+        e
+    }
+
+    fn tensor_entry_fast_inner(&mut self) -> Option<TensorEntry> {
+        if *self.bytes.get(self.pos)? != 0xa5 {
+            return None;
+        }
+        self.pos += 1;
+        self.fast_lit(b"\x63len")?;
+        let len = self.fast_uint()?;
+        self.fast_lit(b"\x63off")?;
+        let off = self.fast_uint()?;
+        self.fast_lit(b"\x65dtype")?;
+        let n = self.fast_short_head(3)?;
+        let raw = self.bytes.get(self.pos..self.pos + n)?;
+        let dtype = DType::from_name(std::str::from_utf8(raw).ok()?)?;
+        self.pos += n;
+        self.fast_lit(b"\x65shape")?;
+        // At most 23 axes here (a one-byte head), below MAX_NDIM.
+        let nd = self.fast_short_head(4)?;
+        let mut shape = Vec::with_capacity(nd);
+        for _ in 0..nd {
+            shape.push(usize::try_from(self.fast_uint()?).ok()?);
+        }
+        self.fast_lit(b"\x66crc32c")?;
+        let crc32c = u32::try_from(self.fast_uint()?).ok()?;
+        Some(TensorEntry {
+            dtype,
+            shape,
+            off,
+            len,
+            crc32c,
+        })
+    }
+
+    /// Consumes `lit` if the input continues with exactly these bytes.
+    #[inline]
+    fn fast_lit(&mut self, lit: &[u8]) -> Option<()> {
+        if self.bytes.get(self.pos..self.pos + lit.len())? == lit {
+            self.pos += lit.len();
+            Some(())
+        } else {
+            None
+        }
+    }
+
+    /// An unsigned int (major type 0).
+    #[inline]
+    fn fast_uint(&mut self) -> Option<u64> {
+        if *self.bytes.get(self.pos)? >> 5 != 0 {
+            return None;
+        }
+        match self.pull().ok()? {
+            Header::Positive(u) => Some(u),
+            _ => None,
+        }
+    }
+
+    /// A one-byte head of major type `major` (argument below 24).
+    #[inline]
+    fn fast_short_head(&mut self, major: u8) -> Option<usize> {
+        let b = *self.bytes.get(self.pos)?;
+        if b >> 5 != major || b & 0x1f >= 24 {
+            return None;
+        }
+        self.pos += 1;
+        Some((b & 0x1f) as usize)
+    }
+
     /// One tensor entry, parsed without building generic values.
     fn tensor_entry(&mut self, index: usize) -> Result<TensorEntry, FormatError> {
+        if let Some(e) = self.tensor_entry_fast() {
+            return Ok(e);
+        }
         let item = Item::TensorEntry;
         let at = self.at();
         let n = self.map_head(item, "")?;
@@ -878,12 +960,12 @@ impl<'a> Parser<'a> {
             item,
             key,
         };
-        let crc = crc.ok_or(missing("crc32c"))?;
+        let crc = crc.ok_or_else(|| missing("crc32c"))?;
         Ok(TensorEntry {
-            dtype: dtype.ok_or(missing("dtype"))?,
-            shape: shape.ok_or(missing("shape"))?,
-            off: off.ok_or(missing("off"))?,
-            len: len.ok_or(missing("len"))?,
+            dtype: dtype.ok_or_else(|| missing("dtype"))?,
+            shape: shape.ok_or_else(|| missing("shape"))?,
+            off: off.ok_or_else(|| missing("off"))?,
+            len: len.ok_or_else(|| missing("len"))?,
             crc32c: u32::try_from(crc).map_err(|_| FormatError::WrongType {
                 offset: at,
                 item,
