@@ -14,6 +14,16 @@ fn cmd() -> Command {
     Command::cargo_bin("brainstate").expect("the brainstate binary is built")
 }
 
+/// Runs the command, expects success, and returns its stdout as text.
+fn stdout_ok(c: &mut Command) -> String {
+    String::from_utf8(c.assert().success().get_output().stdout.clone()).unwrap()
+}
+
+/// Runs the command, expects exit status `code`, and returns its stderr.
+fn stderr_with_code(c: &mut Command, code: i32) -> Vec<u8> {
+    c.assert().code(code).get_output().stderr.clone()
+}
+
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../brainstate-core/tests/fixtures/brainpy")
@@ -57,15 +67,7 @@ fn one_line(stderr: &[u8]) -> String {
 fn inspect_a_native_file() {
     let dir = tempfile::tempdir().unwrap();
     let p = write_native(dir.path(), "snn.ckpt", &tutorial_tree());
-    let out = cmd()
-        .arg("inspect")
-        .arg(&p)
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
-    let s = String::from_utf8(out).unwrap();
+    let s = stdout_ok(cmd().arg("inspect").arg(&p));
     assert!(
         s.contains("format: native (brainstate native checkpoint (CBOR), format version 1.0)"),
         "{s}"
@@ -100,14 +102,7 @@ fn inspect_a_native_file() {
 fn inspect_json_matches_independent_hashes() {
     let dir = tempfile::tempdir().unwrap();
     let p = write_native(dir.path(), "snn.ckpt", &tutorial_tree());
-    let out = cmd()
-        .args(["inspect", "--json"])
-        .arg(&p)
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
+    let out = stdout_ok(cmd().args(["inspect", "--json"]).arg(&p)).into_bytes();
     let doc: Value = serde_json::from_slice(&out).expect("one JSON document");
     let obj = doc.as_object().unwrap();
     assert_eq!(obj.keys().collect::<Vec<_>>(), ["format", "leaves"]);
@@ -173,16 +168,7 @@ fn show_prints_numpy_style_and_summarises() {
         .assert()
         .success()
         .stdout("epoch_i: int64[]\n9\n");
-    let out = cmd()
-        .args(["show"])
-        .arg(&p)
-        .arg("big")
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
-    let s = String::from_utf8(out).unwrap();
+    let s = stdout_ok(cmd().args(["show"]).arg(&p).arg("big"));
     // numpy 2.4: repr(np.arange(2560).reshape(256, 10).astype(np.float32))
     let numpy = "array([[0.000e+00, 1.000e+00, 2.000e+00, ..., 7.000e+00, 8.000e+00,
         9.000e+00],
@@ -198,16 +184,8 @@ fn show_prints_numpy_style_and_summarises() {
        [2.550e+03, 2.551e+03, 2.552e+03, ..., 2.557e+03, 2.558e+03,
         2.559e+03]], shape=(256, 10), dtype=float32)";
     assert_eq!(s, format!("big: float32[256, 10]\n{numpy}\n"));
-    let full = cmd()
-        .args(["show", "--full"])
-        .arg(&p)
-        .arg("big")
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
-    assert!(String::from_utf8(full).unwrap().lines().count() > 256);
+    let full = stdout_ok(cmd().args(["show", "--full"]).arg(&p).arg("big"));
+    assert!(full.lines().count() > 256);
     // A subtree prints its outline.
     cmd()
         .args(["show"])
@@ -217,15 +195,7 @@ fn show_prints_numpy_style_and_summarises() {
         .success()
         .stdout(predicate::str::contains("Lif0.V").and(predicate::str::contains("Lif0.spike")));
     // A wrong path names what is there.
-    let out = cmd()
-        .args(["show"])
-        .arg(&p)
-        .arg("net/Lif1")
-        .assert()
-        .code(1)
-        .get_output()
-        .stderr
-        .clone();
+    let out = stderr_with_code(cmd().args(["show"]).arg(&p).arg("net/Lif1"), 1);
     let e = one_line(&out);
     assert!(
         e.contains("no entry \"net/Lif1\"") && e.contains("SNN0, Dense0, Lif0"),
@@ -268,15 +238,7 @@ fn diff_reports_changes_and_exit_status() {
          3 changed, 1 added, 1 removed\n",
     );
     // Trouble is 2, not 1 (which means "differ").
-    let out = cmd()
-        .arg("diff")
-        .arg(&a)
-        .arg(dir.path().join("nope.ckpt"))
-        .assert()
-        .code(2)
-        .get_output()
-        .stderr
-        .clone();
+    let out = stderr_with_code(cmd().arg("diff").arg(&a).arg(dir.path().join("nope.ckpt")), 2);
     assert!(one_line(&out).contains("not found"));
 }
 
@@ -324,14 +286,7 @@ fn bit_flips_truncation_and_garbage_in_native_files() {
     let f = dir.path().join("flipped.ckpt");
     std::fs::write(&f, &flipped).unwrap();
     for sub in ["verify", "inspect"] {
-        let out = cmd()
-            .arg(sub)
-            .arg(&f)
-            .assert()
-            .code(1)
-            .get_output()
-            .stderr
-            .clone();
+        let out = stderr_with_code(cmd().arg(sub).arg(&f), 1);
         let e = one_line(&out);
         assert!(
             e.contains("fails its CRC32C") && e.contains("flipped.ckpt"),
@@ -345,14 +300,7 @@ fn bit_flips_truncation_and_garbage_in_native_files() {
 
     let t = dir.path().join("truncated.ckpt");
     std::fs::write(&t, &bytes[..bytes.len() / 2]).unwrap();
-    let out = cmd()
-        .arg("verify")
-        .arg(&t)
-        .assert()
-        .code(1)
-        .get_output()
-        .stderr
-        .clone();
+    let out = stderr_with_code(cmd().arg("verify").arg(&t), 1);
     assert!(one_line(&out).contains("truncated"), "{}", one_line(&out));
 
     let g = dir.path().join("garbage.ckpt");
@@ -360,45 +308,17 @@ fn bit_flips_truncation_and_garbage_in_native_files() {
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
         .collect();
     std::fs::write(&g, garbage).unwrap();
-    let out = cmd()
-        .arg("inspect")
-        .arg(&g)
-        .assert()
-        .code(1)
-        .get_output()
-        .stderr
-        .clone();
+    let out = stderr_with_code(cmd().arg("inspect").arg(&g), 1);
     assert!(one_line(&out).contains("not a checkpoint in any known format"));
 
     let e = dir.path().join("empty.ckpt");
     std::fs::write(&e, b"").unwrap();
-    let out = cmd()
-        .arg("verify")
-        .arg(&e)
-        .assert()
-        .code(1)
-        .get_output()
-        .stderr
-        .clone();
+    let out = stderr_with_code(cmd().arg("verify").arg(&e), 1);
     assert!(one_line(&out).contains("empty file"));
 
-    let out = cmd()
-        .arg("inspect")
-        .arg(dir.path())
-        .assert()
-        .code(1)
-        .get_output()
-        .stderr
-        .clone();
+    let out = stderr_with_code(cmd().arg("inspect").arg(dir.path()), 1);
     assert!(one_line(&out).contains("not a regular file"));
-    let out = cmd()
-        .arg("verify")
-        .arg(dir.path().join("missing.ckpt"))
-        .assert()
-        .code(1)
-        .get_output()
-        .stderr
-        .clone();
+    let out = stderr_with_code(cmd().arg("verify").arg(dir.path().join("missing.ckpt")), 1);
     assert!(one_line(&out).contains("not found"));
 
     // Every single-byte flip of the header region gives a clean error or a verified file,
@@ -438,14 +358,7 @@ fn brainpy_fixtures_inspect_like_their_descriptions() {
     ] {
         let desc: Value =
             serde_json::from_slice(&std::fs::read(fixture(&format!("{name}.json"))).unwrap()).unwrap();
-        let out = cmd()
-            .args(["inspect", "--json"])
-            .arg(fixture(name))
-            .assert()
-            .success()
-            .get_output()
-            .stdout
-            .clone();
+        let out = stdout_ok(cmd().args(["inspect", "--json"]).arg(fixture(name))).into_bytes();
         let doc: Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(doc["format"], "bp");
         // Every array of the description (ndarrays, numpy scalars, chunked arrays) is there with
@@ -477,15 +390,7 @@ fn brainpy_fixtures_inspect_like_their_descriptions() {
             .code(0)
             .stdout(predicate::str::contains("bp format").and(predicate::str::contains("no checksums")));
     }
-    let out = cmd()
-        .arg("inspect")
-        .arg(fixture("ex2_training_ckpt.bp"))
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
-    let s = String::from_utf8(out).unwrap();
+    let s = stdout_ok(cmd().arg("inspect").arg(fixture("ex2_training_ckpt.bp")));
     assert!(
         s.contains("format: bp (BrainPy checkpoint (Flax msgpack), no version field)"),
         "{s}"
@@ -557,14 +462,7 @@ fn broken_brainpy_files() {
     let bad = |n: &str| fixture(&format!("bad/ex2_training_ckpt.{n}.bp"));
     for n in ["garbage", "truncated", "len_flip"] {
         for sub in ["verify", "inspect"] {
-            let out = cmd()
-                .arg(sub)
-                .arg(bad(n))
-                .assert()
-                .code(1)
-                .get_output()
-                .stderr
-                .clone();
+            let out = stderr_with_code(cmd().arg(sub).arg(bad(n)), 1);
             let e = one_line(&out);
             assert!(e.contains(&format!("ex2_training_ckpt.{n}.bp")), "{n} {sub}: {e}");
         }
@@ -661,14 +559,7 @@ fn readme_python_snippet_agrees_with_inspect_json() {
         .lines()
         .map(String::from)
         .collect();
-    let json = cmd()
-        .args(["inspect", "--json"])
-        .arg(&p)
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
+    let json = stdout_ok(cmd().args(["inspect", "--json"]).arg(&p)).into_bytes();
     let doc: Value = serde_json::from_slice(&json).unwrap();
     let ours: Vec<String> = doc["leaves"]
         .as_array()
