@@ -304,34 +304,26 @@ impl TutorialSnn {
     pub fn new(cfg: &SnnConfig, mode: Mode, rng: &mut dyn rand::RngCore) -> Result<TutorialSnn> {
         let r = Lif::new(cfg.num_rec, cfg.lif, mode)?;
         let o = Integrator::new(cfg.num_out, cfg.out_tau, mode)?;
-        let i2r = Sequential::named_children(vec![
-            (
-                "comm",
-                Box::new(Dense::with_init(
-                    cfg.num_in,
-                    cfg.num_rec,
-                    cfg.w_init,
-                    Some(Init::Zeros),
-                    mode,
-                    rng,
-                )?),
-            ),
-            ("syn", Box::new(Expon::new(cfg.num_rec, cfg.syn_rec_tau, mode)?)),
-        ])?;
-        let r2o = Sequential::named_children(vec![
-            (
-                "comm",
-                Box::new(Dense::with_init(
-                    cfg.num_rec,
-                    cfg.num_out,
-                    cfg.w_init,
-                    Some(Init::Zeros),
-                    mode,
-                    rng,
-                )?),
-            ),
-            ("syn", Box::new(Expon::new(cfg.num_out, cfg.syn_out_tau, mode)?)),
-        ])?;
+        // Linear + Expon, as the tutorial's `bp.Sequential(comm=..., syn=...)`; the input
+        // weights are drawn before the output weights.
+        let mut synapse = |n_in: usize, n_out: usize, tau: f32| -> Result<Sequential> {
+            Sequential::named_children(vec![
+                (
+                    "comm",
+                    Box::new(Dense::with_init(
+                        n_in,
+                        n_out,
+                        cfg.w_init,
+                        Some(Init::Zeros),
+                        mode,
+                        rng,
+                    )?),
+                ),
+                ("syn", Box::new(Expon::new(n_out, tau, mode)?)),
+            ])
+        };
+        let i2r = synapse(cfg.num_in, cfg.num_rec, cfg.syn_rec_tau)?;
+        let r2o = synapse(cfg.num_rec, cfg.num_out, cfg.syn_out_tau)?;
         Ok(TutorialSnn {
             name: NodeName::auto(),
             r,

@@ -553,6 +553,18 @@ struct Parser<'a> {
 }
 
 impl<'a> Parser<'a> {
+    /// Skips the value of a key this version does not know (one a newer minor version added);
+    /// returns true when the key was already seen in the same map (a duplicate).
+    fn skip_unknown(&mut self, key: &'a str, seen: &mut Vec<&'a str>) -> Result<bool, FormatError> {
+        self.value(1)?;
+        if seen.contains(&key) {
+            Ok(true)
+        } else {
+            seen.push(key);
+            Ok(false)
+        }
+    }
+
     fn new(bytes: &'a [u8], base: u64) -> Parser<'a> {
         Parser { bytes, pos: 0, base }
     }
@@ -937,16 +949,7 @@ impl<'a> Parser<'a> {
                     }
                     shape.replace(dims).is_some()
                 }
-                other => {
-                    // A key of a newer minor version: skip its value.
-                    self.value(1)?;
-                    if others.contains(&other) {
-                        true
-                    } else {
-                        others.push(other);
-                        false
-                    }
-                }
+                other => self.skip_unknown(other, &mut others)?,
             };
             if dup {
                 return Err(FormatError::DuplicateKey {
@@ -1083,15 +1086,7 @@ pub fn parse_header(bytes: &[u8], file_len: u64) -> Result<ParsedHeader, FormatE
                 }
                 tensors.replace(v).is_some()
             }
-            other => {
-                p.value(1)?;
-                if others.contains(&other) {
-                    true
-                } else {
-                    others.push(other);
-                    false
-                }
-            }
+            other => p.skip_unknown(other, &mut others)?,
         };
         if dup {
             return Err(FormatError::DuplicateKey {
