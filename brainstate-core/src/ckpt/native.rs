@@ -166,7 +166,39 @@ pub struct Plan<'a> {
     entries: Vec<TensorEntry>,
     align: u64,
     datalen: u64,
+    tree_bytes: Vec<u8>,
+    meta_bytes: Option<Vec<u8>>,
+    /// Indices of tensors whose CRC32C is not known yet (see [`Plan::deferred`]); their entries
+    /// hold [`CRC_PLACEHOLDER`].
+    deferred: Vec<usize>,
 }
+
+/// When a save computes CRCs while it writes: trees of at least `min_total` payload bytes
+/// leave the CRC32C of every tensor of at least `min_tensor` bytes to a second thread.
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug)]
+pub struct Overlap {
+    /// Smallest total payload that overlaps.
+    pub min_total: u64,
+    /// Smallest tensor whose CRC is left to the second thread.
+    pub min_tensor: usize,
+    /// The CRC assumed while laying out the header (tests use a short one to force a re-layout).
+    pub placeholder: u32,
+}
+
+impl Default for Overlap {
+    fn default() -> Overlap {
+        Overlap {
+            min_total: 32 << 20,
+            min_tensor: 1 << 20,
+            placeholder: CRC_PLACEHOLDER,
+        }
+    }
+}
+
+/// The CRC a deferred entry holds until its real one is known: the largest, so the header
+/// only shrinks (by at most 4 bytes per deferred tensor) when the real ones come in.
+const CRC_PLACEHOLDER: u32 = u32::MAX;
 
 /// Why a tree cannot be written in the native format.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -205,9 +237,30 @@ pub enum EncodeError {
 }
 
 impl<'a> Plan<'a> {
-    /// Plans the file for `tree` (CRC32C of every tensor computed here, on `threads` threads for
+    /// Plans the file for `tree` (CRC32C of every tensor computed here, on several threads for
     /// large trees), with optional `meta` and the given alignment.
     pub fn new(tree: &'a Pytree, meta: Option<&Meta>, align: usize) -> Result<Plan<'a>, EncodeError> {
+        Plan::build(tree, meta, align, None)
+    }
+
+    /// Like [`Plan::new`], but when the tree is large enough (`overlap`) the CRC32C of its large
+    /// tensors is left to [`Plan::write_overlapped`], which computes it while writing.
+    #[doc(hidden)]
+    pub fn deferred(
+        tree: &'a Pytree,
+        meta: Option<&Meta>,
+        align: usize,
+        overlap: Overlap,
+    ) -> Result<Plan<'a>, EncodeError> {
+        Plan::build(tree, meta, align, Some(overlap))
+    }
+
+    fn build(
+        tree: &'a Pytree,
+        meta: Option<&Meta>,
+        align: usize,
+        overlap: Option<Overlap>,
+    ) -> Result<Plan<'a>, EncodeError> {
         if !(8..=65536).contains(&align) || !align.is_power_of_two() {
             return Err(EncodeError::BadAlign(align));
         }
@@ -220,11 +273,35 @@ impl<'a> Plan<'a> {
             &mut String::new(),
             0,
         )?;
-        let mut meta_bytes = Vec::new();
-        if let Some(m) = meta {
-            encode_tree(m, &mut meta_bytes, &mut None, &mut String::new(), 0)?;
-        }
-        let crcs = crc_all(&tensors);
+        let meta_bytes = match meta {
+            Some(m) => {
+                let mut v = Vec::new();
+                encode_tree(m, &mut v, &mut None, &mut String::new(), 0)?;
+                Some(v)
+            }
+            None => None,
+        };
+        let total: u64 = tensors.iter().map(|t| t.nbytes() as u64).sum();
+        let two_cores = std::thread::available_parallelism().is_ok_and(|n| n.get() > 1);
+        let (crcs, deferred) = match overlap {
+            Some(o) if total >= o.min_total && two_cores => {
+                let mut deferred = Vec::new();
+                let crcs = tensors
+                    .iter()
+                    .enumerate()
+                    .map(|(i, t)| {
+                        if t.nbytes() >= o.min_tensor {
+                            deferred.push(i);
+                            o.placeholder
+                        } else {
+                            crc32c::crc32c(&t.le_bytes())
+                        }
+                    })
+                    .collect();
+                (crcs, deferred)
+            }
+            _ => (crc_all(&tensors), Vec::new()),
+        };
         let (offs, datalen) = layout(
             tensors.iter().map(|t| (t.dtype(), t.nbytes() as u64)),
             align as u64,
@@ -242,20 +319,48 @@ impl<'a> Plan<'a> {
                 crc32c,
             })
             .collect();
-        let header = encode_header(&entries, &tree_bytes, meta.map(|_| &meta_bytes[..]), align as u64);
+        let header = encode_header(&entries, &tree_bytes, meta_bytes.as_deref(), align as u64);
         Ok(Plan {
             header,
             tensors,
             entries,
             align: align as u64,
             datalen,
+            tree_bytes,
+            meta_bytes,
+            deferred,
         })
+    }
+
+    /// True when some CRCs are left to [`Plan::write_overlapped`].
+    #[doc(hidden)]
+    pub fn has_deferred(&self) -> bool {
+        !self.deferred.is_empty()
+    }
+
+    /// The plan with the deferred CRCs filled in (`crcs` in the order of the deferred tensors).
+    #[doc(hidden)]
+    pub fn with_crcs(mut self, crcs: &[u32]) -> Plan<'a> {
+        for (&i, &c) in self.deferred.iter().zip(crcs) {
+            self.entries[i].crc32c = c;
+        }
+        self.deferred.clear();
+        self.header = encode_header(
+            &self.entries,
+            &self.tree_bytes,
+            self.meta_bytes.as_deref(),
+            self.align,
+        );
+        self
+    }
+
+    fn data_base(&self) -> u64 {
+        align_up(self.header.len() as u64, self.align).expect("small")
     }
 
     /// The total file size.
     pub fn file_len(&self) -> u64 {
-        let b = align_up(self.header.len() as u64, self.align).expect("small");
-        b + self.datalen + self.trailer().len() as u64
+        self.data_base() + self.datalen + self.trailer().len() as u64
     }
 
     fn trailer(&self) -> Vec<u8> {
@@ -269,13 +374,20 @@ impl<'a> Plan<'a> {
     /// Writes the whole file to `w`. Small items go through a buffer; payloads are written
     /// straight from the tensors' memory.
     pub fn write_to(&self, w: &mut dyn Write) -> io::Result<()> {
-        let mut small = Vec::with_capacity(256);
+        assert!(
+            self.deferred.is_empty(),
+            "write_to needs every CRC; use write_overlapped"
+        );
         w.write_all(&self.header)?;
         let hlen = self.header.len() as u64;
-        push_padding(
-            &mut small,
-            (align_up(hlen, self.align).expect("small") - hlen) as usize,
-        );
+        let mut small = Vec::with_capacity(256);
+        push_padding(&mut small, (self.data_base() - hlen) as usize);
+        self.write_data(w, small)?;
+        w.write_all(&self.trailer())
+    }
+
+    /// Writes the bytes from B to the trailer (exclusive), after the bytes already in `small`.
+    fn write_data(&self, w: &mut dyn Write, mut small: Vec<u8>) -> io::Result<()> {
         let mut cur = 0u64;
         for (t, e) in self.tensors.iter().zip(&self.entries) {
             let h = payload_head_len(e.dtype, e.len);
@@ -295,8 +407,47 @@ impl<'a> Plan<'a> {
             }
             cur = e.off + e.len;
         }
-        small.extend_from_slice(&self.trailer());
         w.write_all(&small)
+    }
+
+    /// Writes the whole file to `w` while a second thread computes the deferred CRCs: zeros in
+    /// place of the header, the payloads, the trailer, then the header at offset 0. Returns
+    /// `Ok(Err(crcs))` when the real CRCs make the header end in another alignment block than
+    /// the placeholders did (then the payloads sit at the wrong offsets: write the file again
+    /// from [`Plan::with_crcs`]). The bytes are the same as [`Plan::write_to`] gives.
+    #[doc(hidden)]
+    pub fn write_overlapped(&self, w: &mut super::TempFile) -> io::Result<Result<(), Vec<u32>>> {
+        let base = self.data_base();
+        let small = vec![0u8; base as usize];
+        let (written, crcs) = std::thread::scope(|s| {
+            let crc = s.spawn(|| {
+                self.deferred
+                    .iter()
+                    .map(|&i| crc32c::crc32c(&self.tensors[i].le_bytes()))
+                    .collect::<Vec<u32>>()
+            });
+            let written = self.write_data(w, small);
+            (written, crc.join())
+        });
+        written?;
+        let crcs = crcs.map_err(|_| io::Error::other("the CRC32C thread panicked"))?;
+        let mut entries = self.entries.clone();
+        for (&i, &c) in self.deferred.iter().zip(&crcs) {
+            entries[i].crc32c = c;
+        }
+        let mut header = encode_header(&entries, &self.tree_bytes, self.meta_bytes.as_deref(), self.align);
+        let hlen = header.len() as u64;
+        if align_up(hlen, self.align) != Some(base) {
+            return Ok(Err(crcs));
+        }
+        w.write_all(&encode_trailer(
+            entries.len() as u64,
+            self.datalen,
+            crc32c::crc32c(&header),
+        ))?;
+        push_padding(&mut header, (base - hlen) as usize);
+        w.write_all_at(&header, 0)?;
+        Ok(Ok(()))
     }
 
     /// The whole file as bytes (for tests and in-memory use).
