@@ -26,6 +26,8 @@ pub const MAX_DEPTH: usize = 64;
 /// Containers never preallocate more entries than this from a declared length: memory grows
 /// only with items actually present in the input.
 const PREALLOC_CAP: usize = 1024;
+/// The same for the tree's maps and lists, whose items ([`Pytree`]) are larger.
+const TREE_PREALLOC_CAP: usize = 256;
 /// The most axes a tensor may have.
 pub const MAX_NDIM: usize = 64;
 
@@ -972,20 +974,136 @@ impl<'a> Parser<'a> {
         })
     }
 
+    /// The tree skeleton, parsed straight into a [`Pytree`]: each tensor reference becomes an
+    /// empty placeholder tensor and is recorded in `refs` (index, numpy scalar) in document
+    /// order. Checks what [`Parser::value`] and [`build_tree`] check together.
+    fn tree(&mut self, depth: usize, refs: &mut Refs) -> Result<Pytree, FormatError> {
+        let at = self.at();
+        let nested = || -> Result<(), FormatError> {
+            if depth >= MAX_DEPTH {
+                Err(FormatError::TooDeep {
+                    offset: at,
+                    limit: MAX_DEPTH,
+                })
+            } else {
+                Ok(())
+            }
+        };
+        Ok(match self.pull()? {
+            Header::Positive(u) => i64::try_from(u).map_or(Pytree::UInt(u), Pytree::Int),
+            Header::Negative(n) => {
+                if n > i64::MAX as u64 {
+                    return Err(FormatError::IntOutOfRange);
+                }
+                Pytree::Int(!(n as i64))
+            }
+            Header::Float(f) => Pytree::Float(f),
+            Header::Simple(20) => Pytree::Bool(false),
+            Header::Simple(21) => Pytree::Bool(true),
+            Header::Simple(22) => Pytree::None,
+            Header::Simple(s) => {
+                return Err(FormatError::Syntax {
+                    offset: at,
+                    what: format!("unsupported simple value {s}"),
+                })
+            }
+            Header::Break => {
+                return Err(FormatError::Syntax {
+                    offset: at,
+                    what: "unexpected break".into(),
+                })
+            }
+            Header::Bytes(Some(n)) => Pytree::Bytes(self.take(n)?.to_vec()),
+            Header::Text(Some(n)) => Pytree::Str(self.text_of(n, at)?.to_string()),
+            Header::Array(Some(n)) => {
+                nested()?;
+                let mut v = Vec::with_capacity(n.min(self.remaining()).min(TREE_PREALLOC_CAP));
+                for _ in 0..n {
+                    v.push(self.tree(depth + 1, refs)?);
+                }
+                Pytree::List(v)
+            }
+            Header::Map(Some(n)) => {
+                nested()?;
+                let mut m = IndexMap::with_capacity(n.min(self.remaining() / 2).min(TREE_PREALLOC_CAP));
+                for _ in 0..n {
+                    let kat = self.at();
+                    let key = self.key()?;
+                    let v = self.tree(depth + 1, refs)?;
+                    if m.insert(key.to_string(), v).is_some() {
+                        return Err(FormatError::DuplicateKey {
+                            offset: kat,
+                            key: key.to_string(),
+                        });
+                    }
+                }
+                Pytree::Map(m)
+            }
+            Header::Tag(t) => {
+                nested()?;
+                let cat = self.at();
+                // Tensor references are the bulk of a tree: take the expected uint directly.
+                if matches!(t, TAG_TENSOR | TAG_SCALAR | TAG_UINT) {
+                    if let Some(&b) = self.bytes.get(self.pos) {
+                        if b >> 5 == 0 {
+                            let Header::Positive(i) = self.pull()? else {
+                                unreachable!("major type 0 is an unsigned int")
+                            };
+                            return Ok(match t {
+                                TAG_TENSOR => {
+                                    refs.list.push((i, false));
+                                    Pytree::Tensor(refs.placeholder.clone())
+                                }
+                                TAG_SCALAR => {
+                                    refs.list.push((i, true));
+                                    Pytree::Scalar(refs.placeholder.clone())
+                                }
+                                _ => Pytree::UInt(i),
+                            });
+                        }
+                    }
+                }
+                // Anything else: the content is parsed (and checked) first, as a value.
+                let content = self.value(depth + 1)?;
+                match (t, content) {
+                    (TAG_TENSOR | TAG_SCALAR, _) => {
+                        return Err(FormatError::BadTensorRef {
+                            offset: cat,
+                            index: u64::MAX,
+                        })
+                    }
+                    (TAG_COMPLEX, Val::Array(a)) if a.len() == 2 => match (&a[0], &a[1]) {
+                        (Val::Float(re), Val::Float(im)) => Pytree::Complex(crate::C128::new(*re, *im)),
+                        _ => return Err(FormatError::UnknownTag { tag: TAG_COMPLEX }),
+                    },
+                    (t, _) => return Err(FormatError::UnknownTag { tag: t }),
+                }
+            }
+            Header::Bytes(None) | Header::Text(None) | Header::Array(None) | Header::Map(None) => {
+                return Err(FormatError::Syntax {
+                    offset: at,
+                    what: "indefinite-length items are not allowed".into(),
+                })
+            }
+        })
+    }
+
     /// One tensor entry written exactly as the writer does (five keys in canonical order, short
     /// dtype and shape heads), or `None` with the position unchanged: the general path then
     /// parses the entry and reports any error. Accepts nothing the general path refuses.
     #[inline]
-    fn tensor_entry_fast(&mut self) -> Option<TensorEntry> {
+    fn tensor_entry_fast(&mut self, dims: &mut Vec<usize>) -> Option<Entry> {
         let start = self.pos;
-        let e = self.tensor_entry_fast_inner();
+        let ndims = dims.len();
+        let e = self.tensor_entry_fast_inner(dims);
         if e.is_none() {
             self.pos = start;
+            dims.truncate(ndims);
         }
         e
     }
 
-    fn tensor_entry_fast_inner(&mut self) -> Option<TensorEntry> {
+    fn tensor_entry_fast_inner(&mut self, dims: &mut Vec<usize>) -> Option<Entry> {
         if *self.bytes.get(self.pos)? != 0xa5 {
             return None;
         }
@@ -1002,15 +1120,16 @@ impl<'a> Parser<'a> {
         self.fast_lit(b"\x65shape")?;
         // At most 23 axes here (a one-byte head), below MAX_NDIM.
         let nd = self.fast_short_head(4)?;
-        let mut shape = Vec::with_capacity(nd);
+        let dims_at = dims.len();
         for _ in 0..nd {
-            shape.push(usize::try_from(self.fast_uint()?).ok()?);
+            dims.push(usize::try_from(self.fast_uint()?).ok()?);
         }
         self.fast_lit(b"\x66crc32c")?;
         let crc32c = u32::try_from(self.fast_uint()?).ok()?;
-        Some(TensorEntry {
+        Some(Entry {
             dtype,
-            shape,
+            dims_at,
+            ndim: nd,
             off,
             len,
             crc32c,
@@ -1051,9 +1170,9 @@ impl<'a> Parser<'a> {
         Some((b & 0x1f) as usize)
     }
 
-    /// One tensor entry, parsed without building generic values.
-    fn tensor_entry(&mut self, index: usize) -> Result<TensorEntry, FormatError> {
-        if let Some(e) = self.tensor_entry_fast() {
+    /// One tensor entry, parsed without building generic values; its shape is appended to `dims`.
+    fn tensor_entry(&mut self, index: usize, dims: &mut Vec<usize>) -> Result<Entry, FormatError> {
+        if let Some(e) = self.tensor_entry_fast(dims) {
             return Ok(e);
         }
         let item = Item::TensorEntry;
@@ -1093,12 +1212,12 @@ impl<'a> Parser<'a> {
                     if nd > MAX_NDIM {
                         return Err(FormatError::BadShape { index });
                     }
-                    let mut dims = Vec::with_capacity(nd);
+                    let dims_at = dims.len();
                     for _ in 0..nd {
                         let d = self.uint(item, "shape")?;
                         dims.push(usize::try_from(d).map_err(|_| FormatError::BadShape { index })?);
                     }
-                    shape.replace(dims).is_some()
+                    shape.replace((dims_at, nd)).is_some()
                 }
                 other => self.skip_unknown(other, &mut others)?,
             };
@@ -1115,9 +1234,12 @@ impl<'a> Parser<'a> {
             key,
         };
         let crc = crc.ok_or_else(|| missing("crc32c"))?;
-        Ok(TensorEntry {
-            dtype: dtype.ok_or_else(|| missing("dtype"))?,
-            shape: shape.ok_or_else(|| missing("shape"))?,
+        let dtype = dtype.ok_or_else(|| missing("dtype"))?;
+        let (dims_at, ndim) = shape.ok_or_else(|| missing("shape"))?;
+        Ok(Entry {
+            dtype,
+            dims_at,
+            ndim,
             off: off.ok_or_else(|| missing("off"))?,
             len: len.ok_or_else(|| missing("len"))?,
             crc32c: u32::try_from(crc).map_err(|_| FormatError::WrongType {
@@ -1170,6 +1292,56 @@ fn uint(v: &Val, at: u64, item: Item, key: &'static str) -> Result<u64, FormatEr
     }
 }
 
+/// A tensor entry as parsed: its shape is `ndim` axes at `dims_at` in the header's shared axis
+/// list, so parsing allocates nothing per entry.
+#[derive(Clone, Copy, Debug)]
+struct Entry {
+    dtype: DType,
+    dims_at: usize,
+    ndim: usize,
+    off: u64,
+    len: u64,
+    crc32c: u32,
+}
+
+/// The tree with an empty placeholder tensor at each reference, and the references (index,
+/// numpy scalar) in document order, which is the order [`fill`] visits them in.
+#[derive(Debug)]
+struct Skeleton {
+    tree: Pytree,
+    refs: Vec<(u64, bool)>,
+}
+
+/// A tensor-free stand-in for a reference until its tensor is read (no allocation).
+fn placeholder() -> Tensor {
+    Tensor::from_vec::<u8>(&[0], Vec::new()).expect("an empty shape holds no elements")
+}
+
+/// The references met while parsing a tree, and the placeholder cloned for each.
+struct Refs {
+    list: Vec<(u64, bool)>,
+    placeholder: Tensor,
+}
+
+/// A parsed and validated header, with compact tensor entries.
+struct RawHeader {
+    header_len: u64,
+    version: [u64; 2],
+    align: u64,
+    entries: Vec<Entry>,
+    dims: Vec<usize>,
+    tree: Skeleton,
+    meta: Option<Val>,
+    data_base: u64,
+    datalen: u64,
+}
+
+impl RawHeader {
+    fn shape(&self, e: &Entry) -> &[usize] {
+        &self.dims[e.dims_at..e.dims_at + e.ndim]
+    }
+}
+
 /// A parsed and validated header.
 #[derive(Debug)]
 pub struct ParsedHeader {
@@ -1181,7 +1353,7 @@ pub struct ParsedHeader {
     pub align: u64,
     /// Tensor entries in file order.
     pub tensors: Vec<TensorEntry>,
-    tree: Val,
+    tree: Skeleton,
     meta: Option<Val>,
     /// Data base B.
     pub data_base: u64,
@@ -1209,6 +1381,38 @@ impl ParsedHeader {
 /// Parses the header from `bytes` (the start of a file of `file_len` bytes). Returns
 /// [`FormatError::Truncated`] if the header runs past `bytes` (the caller may retry with more).
 pub fn parse_header(bytes: &[u8], file_len: u64) -> Result<ParsedHeader, FormatError> {
+    let r = parse_raw(bytes, file_len)?;
+    let tensors = r
+        .entries
+        .iter()
+        .map(|e| TensorEntry {
+            dtype: e.dtype,
+            shape: r.shape(e).to_vec(),
+            off: e.off,
+            len: e.len,
+            crc32c: e.crc32c,
+        })
+        .collect();
+    Ok(ParsedHeader {
+        header_len: r.header_len,
+        version: r.version,
+        align: r.align,
+        tensors,
+        tree: r.tree,
+        meta: r.meta,
+        data_base: r.data_base,
+        datalen: r.datalen,
+    })
+}
+
+/// The tree as parsed: straight into a skeleton when the format id and version came first (as
+/// in every file the writer makes), else generically, built once they are checked.
+enum TreeParse {
+    Skeleton(Skeleton),
+    Val(Val),
+}
+
+fn parse_raw(bytes: &[u8], file_len: u64) -> Result<RawHeader, FormatError> {
     if bytes.len() < 3 || bytes[..3] != MAGIC {
         return Err(FormatError::BadMagic);
     }
@@ -1216,6 +1420,7 @@ pub fn parse_header(bytes: &[u8], file_len: u64) -> Result<ParsedHeader, FormatE
     let item = Item::Header;
     let n = p.map_head(item, "")?;
     let (mut fmt, mut ver, mut align, mut tensors, mut tree, mut meta) = (None, None, None, None, None, None);
+    let mut dims = Vec::new();
     let mut others: Vec<&str> = Vec::new();
     for _ in 0..n {
         let kat = p.at();
@@ -1224,16 +1429,33 @@ pub fn parse_header(bytes: &[u8], file_len: u64) -> Result<ParsedHeader, FormatE
             "fmt" => fmt.replace(p.value(1)?).is_some(),
             "ver" => ver.replace(p.value(1)?).is_some(),
             "align" => align.replace(p.uint(item, "align")?).is_some(),
-            "tree" => tree.replace(p.value(1)?).is_some(),
+            "tree" => {
+                let t = if check_id(&fmt, &ver).is_ok() {
+                    let mut refs = Refs {
+                        list: Vec::new(),
+                        placeholder: placeholder(),
+                    };
+                    let tree = p.tree(1, &mut refs)?;
+                    TreeParse::Skeleton(Skeleton {
+                        tree,
+                        refs: refs.list,
+                    })
+                } else {
+                    TreeParse::Val(p.value(1)?)
+                };
+                tree.replace(t).is_some()
+            }
             "meta" => meta.replace(p.value(1)?).is_some(),
             "tensors" => {
                 // The format id and version come first in every valid header: check them before
                 // reading entries, so another format or version gets the right error.
                 check_id(&fmt, &ver)?;
                 let count = p.array_head(item, "tensors")?;
-                let mut v = Vec::with_capacity(count.min(p.remaining() / 32));
+                let cap = count.min(p.remaining() / 32);
+                let mut v = Vec::with_capacity(cap);
+                dims = Vec::with_capacity(cap * 2);
                 for index in 0..count {
-                    v.push(p.tensor_entry(index)?);
+                    v.push(p.tensor_entry(index, &mut dims)?);
                 }
                 tensors.replace(v).is_some()
             }
@@ -1253,16 +1475,33 @@ pub fn parse_header(bytes: &[u8], file_len: u64) -> Result<ParsedHeader, FormatE
     if !(8..=65536).contains(&align) || !align.is_power_of_two() {
         return Err(FormatError::BadAlign { align });
     }
-    let tensors = tensors.ok_or(missing("tensors"))?;
-    let tree = tree.ok_or(missing("tree"))?;
-    for (index, e) in tensors.iter().enumerate() {
+    let entries = tensors.ok_or(missing("tensors"))?;
+    let tree = match tree.ok_or(missing("tree"))? {
+        TreeParse::Skeleton(s) => s,
+        TreeParse::Val(v) => {
+            let mut refs = Vec::new();
+            let tree = build_tree(v, &mut |i, scalar, _| {
+                refs.push((i, scalar));
+                Ok(if scalar {
+                    Pytree::Scalar(placeholder())
+                } else {
+                    Pytree::Tensor(placeholder())
+                })
+            })?;
+            Skeleton { tree, refs }
+        }
+    };
+    // Validate every length against the file before anything is allocated for payloads.
+    let too_large = FormatError::TooLarge { file_len };
+    let mut cur = 0u64;
+    for (index, e) in entries.iter().enumerate() {
+        let shape = &dims[e.dims_at..e.dims_at + e.ndim];
         // ndarray needs the product of the non-zero axes to fit isize.
-        let nonzero = e
-            .shape
+        let nonzero = shape
             .iter()
             .try_fold(1usize, |acc, &d| acc.checked_mul(d.max(1)))
             .filter(|&p| p <= isize::MAX as usize);
-        match (nonzero, checked_nbytes(e.dtype, &e.shape).ok()) {
+        match (nonzero, checked_nbytes(e.dtype, shape).ok()) {
             (Some(_), Some(n)) if n as u64 == e.len => {}
             (Some(_), Some(n)) => {
                 return Err(FormatError::LengthMismatch {
@@ -1273,11 +1512,11 @@ pub fn parse_header(bytes: &[u8], file_len: u64) -> Result<ParsedHeader, FormatE
             }
             _ => return Err(FormatError::BadShape { index }),
         }
-    }
-    // Validate every length against the file before anything is allocated for payloads.
-    let (offs, datalen) =
-        layout(tensors.iter().map(|e| (e.dtype, e.len)), align).ok_or(FormatError::TooLarge { file_len })?;
-    for (index, (e, off)) in tensors.iter().zip(offs).enumerate() {
+        // The layout rule, as `layout` computes it.
+        let off = cur
+            .checked_add(payload_head_len(e.dtype, e.len))
+            .and_then(|x| align_up(x, align))
+            .ok_or(too_large.clone())?;
         if e.off != off {
             return Err(FormatError::BadOffset {
                 index,
@@ -1285,17 +1524,20 @@ pub fn parse_header(bytes: &[u8], file_len: u64) -> Result<ParsedHeader, FormatE
                 found: e.off,
             });
         }
+        cur = off.checked_add(e.len).ok_or(too_large.clone())?;
     }
-    let data_base = align_up(header_len, align).ok_or(FormatError::TooLarge { file_len })?;
+    let datalen = cur;
+    let data_base = align_up(header_len, align).ok_or(too_large.clone())?;
     match data_base.checked_add(datalen) {
         Some(end) if end < file_len => {}
-        _ => return Err(FormatError::TooLarge { file_len }),
+        _ => return Err(too_large),
     }
-    Ok(ParsedHeader {
+    Ok(RawHeader {
         header_len,
         version,
         align,
-        tensors,
+        entries,
+        dims,
         tree,
         meta,
         data_base,
@@ -1343,7 +1585,7 @@ fn bad_ver(v: &Option<Val>) -> FormatError {
 }
 
 /// Parses the trailer from its bytes (which must end the file) and checks it against the header.
-fn check_trailer(bytes: &[u8], at: u64, h: &ParsedHeader, hcrc: u32) -> Result<(), FormatError> {
+fn check_trailer(bytes: &[u8], at: u64, count: usize, datalen: u64, hcrc: u32) -> Result<(), FormatError> {
     let mut p = Parser::new(bytes, at);
     let v = p.value(0)?;
     if p.pos() != bytes.len() {
@@ -1363,12 +1605,12 @@ fn check_trailer(bytes: &[u8], at: u64, h: &ParsedHeader, hcrc: u32) -> Result<(
         return Err(bad("`end` is not the format id".into()));
     }
     let n = uint(get(&m, "n", at, item)?, at, item, "n")?;
-    if n != h.tensors.len() as u64 {
-        return Err(bad(format!("n = {n}, but the header lists {}", h.tensors.len())));
+    if n != count as u64 {
+        return Err(bad(format!("n = {n}, but the header lists {count}")));
     }
     let d = uint(get(&m, "datalen", at, item)?, at, item, "datalen")?;
-    if d != h.datalen {
-        return Err(bad(format!("datalen = {d}, expected {}", h.datalen)));
+    if d != datalen {
+        return Err(bad(format!("datalen = {d}, expected {datalen}")));
     }
     let stored = uint(get(&m, "hcrc", at, item)?, at, item, "hcrc")?;
     if stored != hcrc as u64 {
@@ -1547,34 +1789,69 @@ pub fn read<R: Read + Seek>(
             offset: trailer_at + tb.len() as u64,
         });
     }
-    check_trailer(&tb, trailer_at, &h, hcrc)?;
-    assemble(h.tree, out)
+    check_trailer(&tb, trailer_at, h.tensors.len(), h.datalen, hcrc)?;
+    assemble(h.tree, out.len(), &mut |i| {
+        out[i].take().ok_or(FormatError::BadTensorRef {
+            offset: 0,
+            index: i as u64,
+        })
+    })
 }
 
-/// Builds the tree from the skeleton, moving each tensor into its (single) reference.
-fn assemble(tree: Val, mut out: Vec<Option<Tensor>>) -> Result<Pytree, FormatError> {
-    let n = out.len() as u64;
-    let tree = build_tree(tree, &mut |i, scalar, at| {
-        let slot = usize::try_from(i)
+/// Builds the tree from the skeleton: `make(i)` gives tensor `i` for its (single) reference.
+/// Every index must be referenced exactly once; numpy scalars must be 0-d.
+fn assemble(
+    skel: Skeleton,
+    count: usize,
+    make: &mut dyn FnMut(usize) -> Result<Tensor, FormatError>,
+) -> Result<Pytree, FormatError> {
+    let mut used = vec![false; count];
+    let mut tree = skel.tree;
+    let mut refs = skel.refs.into_iter();
+    fill(&mut tree, &mut |x| {
+        let bad = |index| FormatError::BadTensorRef { offset: 0, index };
+        let (i, scalar) = refs.next().ok_or(bad(u64::MAX))?;
+        let k = usize::try_from(i)
             .ok()
-            .and_then(|i| out.get_mut(i))
-            .ok_or(FormatError::BadTensorRef { offset: at, index: i })?;
-        let t = slot
-            .take()
-            .ok_or(FormatError::BadTensorRef { offset: at, index: i })?;
-        if scalar {
-            if t.ndim() != 0 {
-                return Err(FormatError::BadTensorRef { offset: at, index: i });
-            }
-            Ok(Pytree::Scalar(t))
-        } else {
-            Ok(Pytree::Tensor(t))
+            .filter(|&k| k < count && !used[k])
+            .ok_or(bad(i))?;
+        used[k] = true;
+        let t = make(k)?;
+        if scalar && t.ndim() != 0 {
+            return Err(bad(i));
         }
+        *x = t;
+        Ok(())
     })?;
-    if let Some(i) = out.iter().position(Option::is_some) {
-        return Err(FormatError::UnreferencedTensor { index: i, count: n });
+    if let Some(i) = used.iter().position(|&u| !u) {
+        return Err(FormatError::UnreferencedTensor {
+            index: i,
+            count: count as u64,
+        });
     }
     Ok(tree)
+}
+
+/// Calls `f` on every tensor leaf (the placeholders of a skeleton) in document order.
+fn fill(
+    t: &mut Pytree,
+    f: &mut dyn FnMut(&mut Tensor) -> Result<(), FormatError>,
+) -> Result<(), FormatError> {
+    match t {
+        Pytree::Map(m) => {
+            for v in m.values_mut() {
+                fill(v, f)?;
+            }
+        }
+        Pytree::List(l) => {
+            for v in l {
+                fill(v, f)?;
+            }
+        }
+        Pytree::Tensor(x) | Pytree::Scalar(x) => f(x)?,
+        _ => {}
+    }
+    Ok(())
 }
 
 fn io_err(e: io::Error) -> FormatError {
@@ -1617,48 +1894,32 @@ pub fn check_structure<R: Read + Seek>(r: &mut R, file_len: u64) -> Result<Parse
     r.seek(SeekFrom::Start(at)).map_err(io_err)?;
     r.read_exact(&mut tb)
         .map_err(|_| FormatError::Truncated { offset: at })?;
-    check_trailer(&tb, at, &h, hcrc)?;
+    check_trailer(&tb, at, h.tensors.len(), h.datalen, hcrc)?;
     Ok(h)
 }
 
 /// Decodes a native checkpoint held in memory (the same checks as [`read`], on a slice).
 pub fn decode(bytes: &[u8]) -> Result<Pytree, FormatError> {
     let file_len = bytes.len() as u64;
-    let h = parse_header(bytes, file_len)?;
+    let h = parse_raw(bytes, file_len)?;
     let hcrc = crc32c::crc32c(&bytes[..h.header_len as usize]);
-    // parse_header checked B + datalen < file_len, so every slice below is in bounds.
-    let mut pos = h.header_len as usize;
+    // parse_raw checked B + datalen < file_len, so every slice below is in bounds.
     let mut expect = Vec::with_capacity(128);
-    let check = |expect: &mut Vec<u8>, pos: &mut usize, index: usize| -> Result<(), FormatError> {
-        let got = &bytes[*pos..*pos + expect.len()];
-        if got != &expect[..] {
-            let i = got
-                .iter()
-                .zip(expect.iter())
-                .position(|(a, b)| a != b)
-                .unwrap_or(0);
-            return Err(FormatError::BadPadding {
-                offset: (*pos + i) as u64,
-                index,
-            });
-        }
-        *pos += expect.len();
-        expect.clear();
-        Ok(())
-    };
     push_padding(&mut expect, (h.data_base - h.header_len) as usize);
-    check(&mut expect, &mut pos, 0)?;
+    check_bytes(bytes, h.header_len as usize, &expect, 0)?;
+    let base = h.data_base as usize;
     let mut cur = 0u64;
-    let mut out = Vec::with_capacity(h.tensors.len());
-    for (index, e) in h.tensors.iter().enumerate() {
+    for (index, e) in h.entries.iter().enumerate() {
+        // The padding and payload head in front of this payload, then its CRC.
+        expect.clear();
         push_padding(
             &mut expect,
             (e.off - payload_head_len(e.dtype, e.len) - cur) as usize,
         );
         payload_head(e.dtype, e.len, &mut expect);
-        check(&mut expect, &mut pos, index)?;
-        let payload = &bytes[pos..pos + e.len as usize];
-        let crc = crc32c::crc32c(payload);
+        check_bytes(bytes, base + cur as usize, &expect, index)?;
+        let pos = base + e.off as usize;
+        let crc = crc32c::crc32c(&bytes[pos..pos + e.len as usize]);
         if crc != e.crc32c {
             return Err(FormatError::Checksum {
                 index,
@@ -1667,17 +1928,44 @@ pub fn decode(bytes: &[u8]) -> Result<Pytree, FormatError> {
                 computed: crc,
             });
         }
-        let t = Tensor::from_le_bytes(e.dtype, &e.shape, payload).map_err(|source| FormatError::Tensor {
-            index,
-            offset: pos as u64,
-            source: Box::new(source),
-        })?;
-        out.push(Some(t));
-        pos += e.len as usize;
         cur = e.off + e.len;
     }
-    check_trailer(&bytes[pos..], pos as u64, &h, hcrc)?;
-    assemble(h.tree, out)
+    let trailer_at = (h.data_base + h.datalen) as usize;
+    check_trailer(
+        &bytes[trailer_at..],
+        trailer_at as u64,
+        h.entries.len(),
+        h.datalen,
+        hcrc,
+    )?;
+    let RawHeader {
+        entries, dims, tree, ..
+    } = h;
+    assemble(tree, entries.len(), &mut |index| {
+        let e = &entries[index];
+        let pos = base + e.off as usize;
+        let shape = &dims[e.dims_at..e.dims_at + e.ndim];
+        Tensor::from_le_bytes(e.dtype, shape, &bytes[pos..pos + e.len as usize]).map_err(|source| {
+            FormatError::Tensor {
+                index,
+                offset: pos as u64,
+                source: Box::new(source),
+            }
+        })
+    })
+}
+
+/// Checks that `bytes` holds `expect` at `pos` (padding and payload heads).
+fn check_bytes(bytes: &[u8], pos: usize, expect: &[u8], index: usize) -> Result<(), FormatError> {
+    let got = &bytes[pos..pos + expect.len()];
+    if got != expect {
+        let i = got.iter().zip(expect).position(|(a, b)| a != b).unwrap_or(0);
+        return Err(FormatError::BadPadding {
+            offset: (pos + i) as u64,
+            index,
+        });
+    }
+    Ok(())
 }
 
 /// Encodes `tree` as a native checkpoint in memory.
