@@ -234,7 +234,8 @@ pub fn write_native_file(
 /// Options of [`load_pytree_with`].
 #[derive(Clone, Debug)]
 pub struct LoadOptions {
-    /// Read large payloads with several threads (default true).
+    /// Read large payloads with several threads, and check and copy the payloads of a small
+    /// file with many tensors on two threads (default true).
     pub parallel: bool,
     /// Threads for parallel reads (default: the available cores, at most 8).
     pub threads: usize,
@@ -320,7 +321,8 @@ fn load_file(path: &Path, opts: &LoadOptions) -> Result<Pytree, CheckpointError>
             f.seek(std::io::SeekFrom::Start(0))
                 .and_then(|_| f.read_to_end(&mut bytes))
                 .map_err(|e| CheckpointError::io("read", path, e))?;
-            native::decode(&bytes).map_err(|source| CheckpointError::Format {
+            let threads = if opts.parallel { opts.threads.min(2) } else { 1 };
+            native::decode_threads(&bytes, threads).map_err(|source| CheckpointError::Format {
                 path: path.into(),
                 source,
             })

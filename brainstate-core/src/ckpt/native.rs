@@ -1900,6 +1900,15 @@ pub fn check_structure<R: Read + Seek>(r: &mut R, file_len: u64) -> Result<Parse
 
 /// Decodes a native checkpoint held in memory (the same checks as [`read`], on a slice).
 pub fn decode(bytes: &[u8]) -> Result<Pytree, FormatError> {
+    decode_threads(bytes, 1)
+}
+
+/// Files with at least this many tensors are decoded by two threads when more are allowed.
+const SPLIT_MIN_TENSORS: usize = 2048;
+
+/// [`decode`], checking and copying the payloads of a file with many tensors on two threads
+/// when `threads > 1`. Errors are the same as [`decode`]'s: the one at the lowest index wins.
+pub fn decode_threads(bytes: &[u8], threads: usize) -> Result<Pytree, FormatError> {
     let file_len = bytes.len() as u64;
     let h = parse_raw(bytes, file_len)?;
     let hcrc = crc32c::crc32c(&bytes[..h.header_len as usize]);
@@ -1907,10 +1916,58 @@ pub fn decode(bytes: &[u8]) -> Result<Pytree, FormatError> {
     let mut expect = Vec::with_capacity(128);
     push_padding(&mut expect, (h.data_base - h.header_len) as usize);
     check_bytes(bytes, h.header_len as usize, &expect, 0)?;
+    let n = h.entries.len();
+    let tensors = if threads > 1 && n >= SPLIT_MIN_TENSORS {
+        // Split where about half of the work (bytes, plus a fixed cost per tensor) is done.
+        let work = |e: &Entry| e.len + 512;
+        let total: u64 = h.entries.iter().map(work).sum();
+        let mut acc = 0u64;
+        let mid = h
+            .entries
+            .iter()
+            .position(|e| {
+                acc += work(e);
+                acc >= total / 2
+            })
+            .map_or(n, |i| i + 1);
+        let (lo, hi) = std::thread::scope(|s| {
+            let hi = s.spawn(|| payloads(bytes, &h, mid..n));
+            let lo = payloads(bytes, &h, 0..mid);
+            (lo, hi.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+        });
+        let mut lo = lo?;
+        lo.extend(hi?);
+        lo
+    } else {
+        payloads(bytes, &h, 0..n)?
+    };
+    let trailer_at = (h.data_base + h.datalen) as usize;
+    check_trailer(&bytes[trailer_at..], trailer_at as u64, n, h.datalen, hcrc)?;
+    let mut out = tensors;
+    assemble(h.tree, n, &mut |i| {
+        out[i].take().ok_or(FormatError::BadTensorRef {
+            offset: 0,
+            index: i as u64,
+        })
+    })
+}
+
+/// Checks the padding, payload head and CRC32C of the tensors in `range` and copies each into
+/// a new tensor while its bytes are in cache; stops at the first error.
+fn payloads(
+    bytes: &[u8],
+    h: &RawHeader,
+    range: std::ops::Range<usize>,
+) -> Result<Vec<Option<Tensor>>, FormatError> {
     let base = h.data_base as usize;
-    let mut cur = 0u64;
-    for (index, e) in h.entries.iter().enumerate() {
-        // The padding and payload head in front of this payload, then its CRC.
+    let mut expect = Vec::with_capacity(128);
+    let mut out = Vec::with_capacity(range.len());
+    let mut cur = match range.start {
+        0 => 0,
+        i => h.entries[i - 1].off + h.entries[i - 1].len,
+    };
+    for index in range {
+        let e = &h.entries[index];
         expect.clear();
         push_padding(
             &mut expect,
@@ -1919,7 +1976,8 @@ pub fn decode(bytes: &[u8]) -> Result<Pytree, FormatError> {
         payload_head(e.dtype, e.len, &mut expect);
         check_bytes(bytes, base + cur as usize, &expect, index)?;
         let pos = base + e.off as usize;
-        let crc = crc32c::crc32c(&bytes[pos..pos + e.len as usize]);
+        let payload = &bytes[pos..pos + e.len as usize];
+        let crc = crc32c::crc32c(payload);
         if crc != e.crc32c {
             return Err(FormatError::Checksum {
                 index,
@@ -1928,31 +1986,16 @@ pub fn decode(bytes: &[u8]) -> Result<Pytree, FormatError> {
                 computed: crc,
             });
         }
-        cur = e.off + e.len;
-    }
-    let trailer_at = (h.data_base + h.datalen) as usize;
-    check_trailer(
-        &bytes[trailer_at..],
-        trailer_at as u64,
-        h.entries.len(),
-        h.datalen,
-        hcrc,
-    )?;
-    let RawHeader {
-        entries, dims, tree, ..
-    } = h;
-    assemble(tree, entries.len(), &mut |index| {
-        let e = &entries[index];
-        let pos = base + e.off as usize;
-        let shape = &dims[e.dims_at..e.dims_at + e.ndim];
-        Tensor::from_le_bytes(e.dtype, shape, &bytes[pos..pos + e.len as usize]).map_err(|source| {
-            FormatError::Tensor {
+        let t =
+            Tensor::from_le_bytes(e.dtype, h.shape(e), payload).map_err(|source| FormatError::Tensor {
                 index,
                 offset: pos as u64,
                 source: Box::new(source),
-            }
-        })
-    })
+            })?;
+        out.push(Some(t));
+        cur = e.off + e.len;
+    }
+    Ok(out)
 }
 
 /// Checks that `bytes` holds `expect` at `pos` (padding and payload heads).
