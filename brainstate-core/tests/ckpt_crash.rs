@@ -247,7 +247,7 @@ fn soak_ten_thousand_saves_with_kills() {
     let t0 = std::time::Instant::now();
     loop {
         let mut child = spawn("child_soak_saver", &d);
-        std::thread::sleep(Duration::from_millis(20 + rng(&mut seed) % 120));
+        std::thread::sleep(Duration::from_millis(40 + rng(&mut seed) % 200));
         child.kill().unwrap();
         child.wait().unwrap();
         kills += 1;
