@@ -3,7 +3,8 @@
 mod common_ckpt;
 use brainstate_core::ckpt::{
     load_pytree, load_pytree_with, native, save_pytree, save_pytree_with, write_native_file, AsyncManager,
-    CheckpointError, FaultAt, FaultStorage, Format, FormatError, LoadOptions, SaveOptions,
+    CheckpointError, FaultAt, FaultStorage, Format, FormatError, LoadOptions, OsStorage, SaveOptions,
+    Storage, StorageFile,
 };
 use brainstate_core::{pytree, DType, Pytree};
 use common_ckpt::*;
@@ -543,4 +544,59 @@ fn overlapped_save_faults_keep_the_old_file_and_leave_no_temp() {
             assert_eq!(names(&d), ["c"], "{n}");
         }
     }
+}
+
+/// A storage whose files only write sequentially (the default `StorageFile::write_all_at`).
+struct SequentialOnly;
+struct SeqFile(std::fs::File);
+impl std::io::Write for SeqFile {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.write(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
+}
+impl StorageFile for SeqFile {
+    fn sync_all(&mut self) -> std::io::Result<()> {
+        self.0.sync_all()
+    }
+}
+impl Storage for SequentialOnly {
+    fn create_new(&self, path: &Path, _mode: Option<u32>) -> std::io::Result<Box<dyn StorageFile>> {
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(path)?;
+        Ok(Box::new(SeqFile(f)))
+    }
+    fn rename(&self, from: &Path, to: &Path) -> std::io::Result<()> {
+        OsStorage.rename(from, to)
+    }
+    fn rename_noreplace(&self, from: &Path, to: &Path) -> std::io::Result<()> {
+        OsStorage.rename_noreplace(from, to)
+    }
+    fn remove_file(&self, path: &Path) -> std::io::Result<()> {
+        OsStorage.remove_file(path)
+    }
+    fn sync_dir(&self, dir: &Path) -> std::io::Result<()> {
+        OsStorage.sync_dir(dir)
+    }
+}
+
+#[test]
+fn storage_without_positional_writes_gets_the_same_bytes() {
+    let d = tempdir("seqonly");
+    let tree = overlap_tree();
+    let want = native::encode(&tree).unwrap();
+    let o = SaveOptions {
+        storage: Arc::new(SequentialOnly),
+        ..SaveOptions::default()
+    };
+    for (i, placeholder) in [u32::MAX, 0].into_iter().enumerate() {
+        let p = d.join(format!("c{i}"));
+        write_native_file(&p, &tree, None, &o, overlap_all(placeholder)).unwrap();
+        assert!(std::fs::read(&p).unwrap() == want, "placeholder {placeholder:#x}");
+    }
+    assert_eq!(names(&d), ["c0", "c1"]);
 }

@@ -416,9 +416,40 @@ impl<'a> Plan<'a> {
     /// place of the header, the payloads, the trailer, then the header at offset 0. Returns
     /// `Ok(Err(crcs))` when the real CRCs make the header end in another alignment block than
     /// the placeholders did (then the payloads sit at the wrong offsets: write the file again
-    /// from [`Plan::with_crcs`]). The bytes are the same as [`Plan::write_to`] gives.
+    /// from [`Plan::with_crcs`]). The bytes are the same as [`Plan::write_to`] gives. A storage
+    /// without positional writes gets the CRCs first and the file in order.
     #[doc(hidden)]
     pub fn write_overlapped(&self, w: &mut super::TempFile) -> io::Result<Result<(), Vec<u32>>> {
+        if !w.supports_write_at() {
+            // Sequential writes only: the CRCs first (on several threads), then the file.
+            let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8);
+            let crcs: Vec<u32> = self
+                .deferred
+                .iter()
+                .map(|&i| parallel_crc(&self.tensors[i].le_bytes(), threads))
+                .collect();
+            let mut entries = self.entries.clone();
+            for (&i, &c) in self.deferred.iter().zip(&crcs) {
+                entries[i].crc32c = c;
+            }
+            let header = encode_header(&entries, &self.tree_bytes, self.meta_bytes.as_deref(), self.align);
+            let hlen = header.len() as u64;
+            let base = align_up(hlen, self.align).expect("small");
+            if base != self.data_base() {
+                return Ok(Err(crcs));
+            }
+            w.write_all(&header)?;
+            let mut small = Vec::with_capacity(256);
+            push_padding(&mut small, (base - hlen) as usize);
+            self.write_data(w, small)?;
+            return w
+                .write_all(&encode_trailer(
+                    entries.len() as u64,
+                    self.datalen,
+                    crc32c::crc32c(&header),
+                ))
+                .map(Ok);
+        }
         let base = self.data_base();
         let small = vec![0u8; base as usize];
         let (written, crcs) = std::thread::scope(|s| {

@@ -19,8 +19,17 @@ use std::sync::{Arc, Mutex};
 pub trait StorageFile: Write + Send {
     /// Flushes data and metadata to stable storage (`fsync`).
     fn sync_all(&mut self) -> io::Result<()>;
+    /// True when [`StorageFile::write_all_at`] works (default false: writes are sequential
+    /// only, and savers that want positional writes fall back to sequential ones).
+    fn supports_write_at(&self) -> bool {
+        false
+    }
     /// Writes all of `buf` at byte `offset` (`pwrite`), leaving the sequential position alone.
-    fn write_all_at(&mut self, buf: &[u8], offset: u64) -> io::Result<()>;
+    /// The default refuses (`Unsupported`).
+    fn write_all_at(&mut self, buf: &[u8], offset: u64) -> io::Result<()> {
+        let _ = (buf, offset);
+        Err(io::Error::from(io::ErrorKind::Unsupported))
+    }
 }
 
 /// The file-system calls a save makes. [`OsStorage`] is the real one.
@@ -46,6 +55,9 @@ impl StorageFile for File {
     fn sync_all(&mut self) -> io::Result<()> {
         File::sync_all(self)
     }
+    fn supports_write_at(&self) -> bool {
+        true
+    }
     fn write_all_at(&mut self, buf: &[u8], offset: u64) -> io::Result<()> {
         std::os::unix::fs::FileExt::write_all_at(self, buf, offset)
     }
@@ -58,6 +70,11 @@ pub struct TempFile {
 }
 
 impl TempFile {
+    /// True when [`TempFile::write_all_at`] works on this storage.
+    pub fn supports_write_at(&self) -> bool {
+        self.w.get_ref().supports_write_at()
+    }
+
     /// Writes all of `buf` at byte `offset` (buffered bytes are written first); the sequential
     /// position does not move.
     pub fn write_all_at(&mut self, buf: &[u8], offset: u64) -> io::Result<()> {
@@ -364,6 +381,9 @@ impl StorageFile for FaultFile {
             return Err(io::Error::from_raw_os_error(self.errno));
         }
         self.inner.sync_all()
+    }
+    fn supports_write_at(&self) -> bool {
+        true
     }
     fn write_all_at(&mut self, buf: &[u8], offset: u64) -> io::Result<()> {
         use std::os::unix::fs::FileExt;
