@@ -496,7 +496,13 @@ fn crc_all(tensors: &[&Tensor]) -> Vec<u32> {
     let total: usize = tensors.iter().map(|t| t.nbytes()).sum();
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8);
     if total < (32 << 20) || threads == 1 {
-        return tensors.iter().map(|t| crc32c::crc32c(&t.le_bytes())).collect();
+        let mut out = Vec::with_capacity(tensors.len());
+        let mut chunks = tensors.chunks_exact(3);
+        for t in &mut chunks {
+            out.extend(crc32c_x3(&t[0].le_bytes(), &t[1].le_bytes(), &t[2].le_bytes()));
+        }
+        out.extend(chunks.remainder().iter().map(|t| crc32c::crc32c(&t.le_bytes())));
+        return out;
     }
     tensors
         .iter()
@@ -509,6 +515,44 @@ fn crc_all(tensors: &[&Tensor]) -> Vec<u32> {
             }
         })
         .collect()
+}
+
+/// CRC32C of three buffers at once: below 768 bytes the `crc32c` crate runs one dependency
+/// chain of 3-cycle `crc32` instructions, so three small payloads interleaved go about three
+/// times as fast. Equal to three `crc32c::crc32c` calls.
+pub(crate) fn crc32c_x3(a: &[u8], b: &[u8], c: &[u8]) -> [u32; 3] {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("sse4.2") {
+        // SAFETY: the CPU supports SSE 4.2 (checked just above).
+        let (raw, k) = unsafe { crc_x3_sse42(a, b, c) };
+        // `raw` is the un-inverted state after `k` bytes; crc32c_append continues from the
+        // finished (inverted) CRC of those bytes.
+        return [
+            crc32c::crc32c_append(!raw[0], &a[k..]),
+            crc32c::crc32c_append(!raw[1], &b[k..]),
+            crc32c::crc32c_append(!raw[2], &c[k..]),
+        ];
+    }
+    [crc32c::crc32c(a), crc32c::crc32c(b), crc32c::crc32c(c)]
+}
+
+/// The three CRC states (not inverted) over the first `k` bytes of each buffer, `k` the
+/// shortest length rounded down to 8, and `k`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "sse4.2")]
+fn crc_x3_sse42(a: &[u8], b: &[u8], c: &[u8]) -> ([u32; 3], usize) {
+    use std::arch::x86_64::_mm_crc32_u64;
+    let k = a.len().min(b.len()).min(c.len()) / 8 * 8;
+    let (mut x, mut y, mut z) = (u32::MAX as u64, u32::MAX as u64, u32::MAX as u64);
+    let word = |s: &[u8], i: usize| u64::from_le_bytes(s[i..i + 8].try_into().expect("8 bytes"));
+    let mut i = 0;
+    while i < k {
+        x = _mm_crc32_u64(x, word(a, i));
+        y = _mm_crc32_u64(y, word(b, i));
+        z = _mm_crc32_u64(z, word(c, i));
+        i += 8;
+    }
+    ([x as u32, y as u32, z as u32], k)
 }
 
 /// CRC32C of `b` computed in `threads` pieces and combined.
@@ -1997,34 +2041,51 @@ fn payloads(
         0 => 0,
         i => h.entries[i - 1].off + h.entries[i - 1].len,
     };
-    for index in range {
-        let e = &h.entries[index];
-        expect.clear();
-        push_padding(
-            &mut expect,
-            (e.off - payload_head_len(e.dtype, e.len) - cur) as usize,
-        );
-        payload_head(e.dtype, e.len, &mut expect);
-        check_bytes(bytes, base + cur as usize, &expect, index)?;
-        let pos = base + e.off as usize;
-        let payload = &bytes[pos..pos + e.len as usize];
-        let crc = crc32c::crc32c(payload);
-        if crc != e.crc32c {
-            return Err(FormatError::Checksum {
-                index,
-                offset: pos as u64,
-                stored: e.crc32c,
-                computed: crc,
-            });
-        }
-        let t =
-            Tensor::from_le_bytes(e.dtype, h.shape(e), payload).map_err(|source| FormatError::Tensor {
-                index,
-                offset: pos as u64,
-                source: Box::new(source),
+    // parse_raw checked every payload lies inside the file.
+    let payload = |e: &Entry| &bytes[base + e.off as usize..base + (e.off + e.len) as usize];
+    let mut first = range.start;
+    while first < range.end {
+        // CRCs three at a time (see crc32c_x3), then each tensor in order.
+        let group = &h.entries[first..range.end.min(first + 3)];
+        let crcs = match group {
+            [a, b, c] => crc32c_x3(payload(a), payload(b), payload(c)),
+            _ => {
+                let mut v = [0; 3];
+                for (v, e) in v.iter_mut().zip(group) {
+                    *v = crc32c::crc32c(payload(e));
+                }
+                v
+            }
+        };
+        for (j, (e, &crc)) in group.iter().zip(&crcs).enumerate() {
+            let index = first + j;
+            expect.clear();
+            push_padding(
+                &mut expect,
+                (e.off - payload_head_len(e.dtype, e.len) - cur) as usize,
+            );
+            payload_head(e.dtype, e.len, &mut expect);
+            check_bytes(bytes, base + cur as usize, &expect, index)?;
+            let pos = base + e.off as usize;
+            if crc != e.crc32c {
+                return Err(FormatError::Checksum {
+                    index,
+                    offset: pos as u64,
+                    stored: e.crc32c,
+                    computed: crc,
+                });
+            }
+            let t = Tensor::from_le_bytes(e.dtype, h.shape(e), payload(e)).map_err(|source| {
+                FormatError::Tensor {
+                    index,
+                    offset: pos as u64,
+                    source: Box::new(source),
+                }
             })?;
-        out.push(Some(t));
-        cur = e.off + e.len;
+            out.push(Some(t));
+            cur = e.off + e.len;
+        }
+        first += group.len();
     }
     Ok(out)
 }
@@ -2112,5 +2173,21 @@ impl Read for ParallelReader<'_> {
         }
         self.done += buf.len() as u64;
         Ok(buf.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn crc32c_x3_equals_three_crcs() {
+        let data: Vec<u8> = (0..300u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+        for (la, lb, lc) in [(0, 0, 0), (1, 9, 17), (8, 8, 8), (100, 37, 64), (300, 299, 7), (24, 0, 300)] {
+            let (a, b, c) = (&data[..la], &data[300 - lb..], &data[lc / 2..lc / 2 + (300 - lc).min(lc)]);
+            assert_eq!(
+                super::crc32c_x3(a, b, c),
+                [crc32c::crc32c(a), crc32c::crc32c(b), crc32c::crc32c(c)],
+                "{la} {lb} {lc}"
+            );
+        }
     }
 }
