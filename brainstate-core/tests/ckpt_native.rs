@@ -597,11 +597,14 @@ fn random_inputs_never_panic() {
 
 #[test]
 fn two_thread_decode_matches_one_thread() {
-    // Enough tensors for the split; errors in either half (or both) are the same as with one
-    // thread: the lowest index wins.
+    // Enough tensors and bytes (about 9 MB) for the split; errors in either half (or both)
+    // are the same as with one thread: the lowest index wins.
     let mut t = Pytree::map();
     for i in 0..3000usize {
-        t = t.with(format!("t{i}"), tensor(DType::F32, &[i % 7 + 1], (i % 251) as u8));
+        t = t.with(
+            format!("t{i}"),
+            tensor(DType::F32, &[i % 7 + 740], (i % 251) as u8),
+        );
     }
     let bytes = encode(&t).unwrap();
     assert!(same(&native::decode_threads(&bytes, 2).unwrap(), &t));

@@ -1978,8 +1978,10 @@ pub fn decode(bytes: &[u8]) -> Result<Pytree, FormatError> {
     decode_threads(bytes, 1)
 }
 
-/// Files with at least this many tensors are decoded by two threads when more are allowed.
+/// Files with at least this many tensors and payload bytes are decoded by two threads when
+/// more are allowed (below that, a second thread costs more than it saves on a busy machine).
 const SPLIT_MIN_TENSORS: usize = 2048;
+const SPLIT_MIN_BYTES: u64 = 8 << 20;
 
 /// [`decode`], checking and copying the payloads of a file with many tensors on two threads
 /// when `threads > 1`. Errors are the same as [`decode`]'s: the one at the lowest index wins.
@@ -1992,7 +1994,7 @@ pub fn decode_threads(bytes: &[u8], threads: usize) -> Result<Pytree, FormatErro
     push_padding(&mut expect, (h.data_base - h.header_len) as usize);
     check_bytes(bytes, h.header_len as usize, &expect, 0)?;
     let n = h.entries.len();
-    let tensors = if threads > 1 && n >= SPLIT_MIN_TENSORS {
+    let tensors = if threads > 1 && n >= SPLIT_MIN_TENSORS && h.datalen >= SPLIT_MIN_BYTES {
         // Split where about half of the work (bytes, plus a fixed cost per tensor) is done.
         let work = |e: &Entry| e.len + 512;
         let total: u64 = h.entries.iter().map(work).sum();
@@ -2180,9 +2182,22 @@ impl Read for ParallelReader<'_> {
 mod tests {
     #[test]
     fn crc32c_x3_equals_three_crcs() {
-        let data: Vec<u8> = (0..300u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
-        for (la, lb, lc) in [(0, 0, 0), (1, 9, 17), (8, 8, 8), (100, 37, 64), (300, 299, 7), (24, 0, 300)] {
-            let (a, b, c) = (&data[..la], &data[300 - lb..], &data[lc / 2..lc / 2 + (300 - lc).min(lc)]);
+        let data: Vec<u8> = (0..300u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        for (la, lb, lc) in [
+            (0, 0, 0),
+            (1, 9, 17),
+            (8, 8, 8),
+            (100, 37, 64),
+            (300, 299, 7),
+            (24, 0, 300),
+        ] {
+            let (a, b, c) = (
+                &data[..la],
+                &data[300 - lb..],
+                &data[lc / 2..lc / 2 + (300 - lc).min(lc)],
+            );
             assert_eq!(
                 super::crc32c_x3(a, b, c),
                 [crc32c::crc32c(a), crc32c::crc32c(b), crc32c::crc32c(c)],
