@@ -165,7 +165,7 @@ pub type Meta = Pytree;
 pub struct Plan<'a> {
     header: Vec<u8>,
     tensors: Vec<&'a Tensor>,
-    entries: Vec<TensorEntry>,
+    entries: Vec<PlanEntry>,
     align: u64,
     datalen: u64,
     tree_bytes: Vec<u8>,
@@ -173,6 +173,16 @@ pub struct Plan<'a> {
     /// Indices of tensors whose CRC32C is not known yet (see [`Plan::deferred`]); their entries
     /// hold [`CRC_PLACEHOLDER`].
     deferred: Vec<usize>,
+}
+
+/// A tensor's entry as the writer keeps it (the shape is read from the tensor when the header
+/// is encoded, so planning allocates nothing per tensor).
+#[derive(Clone, Copy, Debug)]
+struct PlanEntry {
+    dtype: DType,
+    off: u64,
+    len: u64,
+    crc32c: u32,
 }
 
 /// When a save computes CRCs while it writes: trees of at least `min_total` payload bytes
@@ -309,19 +319,24 @@ impl<'a> Plan<'a> {
             align as u64,
         )
         .expect("in-memory sizes fit u64");
-        let entries: Vec<TensorEntry> = tensors
+        let entries: Vec<PlanEntry> = tensors
             .iter()
             .zip(offs)
             .zip(crcs)
-            .map(|((t, off), crc32c)| TensorEntry {
+            .map(|((t, off), crc32c)| PlanEntry {
                 dtype: t.dtype(),
-                shape: t.shape().to_vec(),
                 off,
                 len: t.nbytes() as u64,
                 crc32c,
             })
             .collect();
-        let header = encode_header(&entries, &tree_bytes, meta_bytes.as_deref(), align as u64);
+        let header = encode_header(
+            &entries,
+            &tensors,
+            &tree_bytes,
+            meta_bytes.as_deref(),
+            align as u64,
+        );
         Ok(Plan {
             header,
             tensors,
@@ -349,6 +364,7 @@ impl<'a> Plan<'a> {
         self.deferred.clear();
         self.header = encode_header(
             &self.entries,
+            &self.tensors,
             &self.tree_bytes,
             self.meta_bytes.as_deref(),
             self.align,
@@ -432,7 +448,13 @@ impl<'a> Plan<'a> {
             for (&i, &c) in self.deferred.iter().zip(&crcs) {
                 entries[i].crc32c = c;
             }
-            let header = encode_header(&entries, &self.tree_bytes, self.meta_bytes.as_deref(), self.align);
+            let header = encode_header(
+                &entries,
+                &self.tensors,
+                &self.tree_bytes,
+                self.meta_bytes.as_deref(),
+                self.align,
+            );
             let hlen = header.len() as u64;
             let base = align_up(hlen, self.align).expect("small");
             if base != self.data_base() {
@@ -468,7 +490,13 @@ impl<'a> Plan<'a> {
         for (&i, &c) in self.deferred.iter().zip(&crcs) {
             entries[i].crc32c = c;
         }
-        let mut header = encode_header(&entries, &self.tree_bytes, self.meta_bytes.as_deref(), self.align);
+        let mut header = encode_header(
+            &entries,
+            &self.tensors,
+            &self.tree_bytes,
+            self.meta_bytes.as_deref(),
+            self.align,
+        );
         let hlen = header.len() as u64;
         if align_up(hlen, self.align) != Some(base) {
             return Ok(Err(crcs));
@@ -680,7 +708,13 @@ fn encode_tree<'a>(
     Ok(())
 }
 
-fn encode_header(entries: &[TensorEntry], tree: &[u8], meta: Option<&[u8]>, align: u64) -> Vec<u8> {
+fn encode_header(
+    entries: &[PlanEntry],
+    tensors: &[&Tensor],
+    tree: &[u8],
+    meta: Option<&[u8]>,
+    align: u64,
+) -> Vec<u8> {
     let mut h = Vec::with_capacity(64 + tree.len() + entries.len() * 48);
     h.extend_from_slice(&MAGIC);
     // Keys in RFC 8949 section 4.2.1 order (bytewise order of their encodings).
@@ -701,7 +735,7 @@ fn encode_header(entries: &[TensorEntry], tree: &[u8], meta: Option<&[u8]>, alig
     push_head(&mut h, 0, align);
     push_text(&mut h, "tensors");
     push_head(&mut h, 4, entries.len() as u64);
-    for e in entries {
+    for (e, t) in entries.iter().zip(tensors) {
         push_head(&mut h, 5, 5);
         push_text(&mut h, "len");
         push_head(&mut h, 0, e.len);
@@ -710,8 +744,8 @@ fn encode_header(entries: &[TensorEntry], tree: &[u8], meta: Option<&[u8]>, alig
         push_text(&mut h, "dtype");
         push_text(&mut h, e.dtype.name());
         push_text(&mut h, "shape");
-        push_head(&mut h, 4, e.shape.len() as u64);
-        for &d in &e.shape {
+        push_head(&mut h, 4, t.ndim() as u64);
+        for &d in t.shape() {
             push_head(&mut h, 0, d as u64);
         }
         push_text(&mut h, "crc32c");
