@@ -1083,6 +1083,64 @@ impl<'a> Parser<'a> {
         })
     }
 
+    /// A map key that is short text (the usual case) without the general head decoding; any
+    /// other input goes to [`Parser::key`], which reports errors.
+    #[inline]
+    fn key_fast(&mut self) -> Result<&'a str, FormatError> {
+        if let Some(&b) = self.bytes.get(self.pos) {
+            if (0x60..0x78).contains(&b) {
+                let n = (b & 0x1f) as usize;
+                if let Some(raw) = self.bytes.get(self.pos + 1..self.pos + 1 + n) {
+                    let k = if raw.is_ascii() {
+                        // SAFETY: ASCII bytes are valid UTF-8.
+                        Some(unsafe { std::str::from_utf8_unchecked(raw) })
+                    } else {
+                        std::str::from_utf8(raw).ok()
+                    };
+                    if let Some(k) = k {
+                        self.pos += 1 + n;
+                        return Ok(k);
+                    }
+                }
+            }
+        }
+        self.key()
+    }
+
+    /// A tensor or numpy-scalar reference at `depth` written as the writer does (`d9 b3 b0` or
+    /// `d9 b3 b1`, then an unsigned int of at most 4 bytes), or `None` with the position
+    /// unchanged (the general path then parses the item and reports any error).
+    #[inline]
+    fn ref_fast(&mut self, depth: usize, refs: &mut Refs) -> Option<Pytree> {
+        if depth >= MAX_DEPTH {
+            return None;
+        }
+        let b = self.bytes.get(self.pos..self.pos + 4)?;
+        let scalar = match b[..3] {
+            [0xd9, 0xb3, 0xb0] => false,
+            [0xd9, 0xb3, 0xb1] => true,
+            _ => return None,
+        };
+        let (i, w) = match b[3] {
+            h @ 0..=23 => (h as u64, 0),
+            24 => (*self.bytes.get(self.pos + 4)? as u64, 1),
+            25 | 26 => {
+                let w = if b[3] == 25 { 2 } else { 4 };
+                let arg = self.bytes.get(self.pos + 4..self.pos + 4 + w)?;
+                (arg.iter().fold(0u64, |acc, &x| (acc << 8) | x as u64), w)
+            }
+            _ => return None,
+        };
+        self.pos += 4 + w;
+        refs.list.push((i, scalar));
+        let t = refs.placeholder.clone();
+        Some(if scalar {
+            Pytree::Scalar(t)
+        } else {
+            Pytree::Tensor(t)
+        })
+    }
+
     /// The tree skeleton, parsed straight into a [`Pytree`]: each tensor reference becomes an
     /// empty placeholder tensor and is recorded in `refs` (index, numpy scalar) in document
     /// order. Checks what [`Parser::value`] and [`build_tree`] check together.
@@ -1128,7 +1186,10 @@ impl<'a> Parser<'a> {
                 nested()?;
                 let mut v = Vec::with_capacity(n.min(self.remaining()).min(TREE_PREALLOC_CAP));
                 for _ in 0..n {
-                    v.push(self.tree(depth + 1, refs)?);
+                    v.push(match self.ref_fast(depth + 1, refs) {
+                        Some(x) => x,
+                        None => self.tree(depth + 1, refs)?,
+                    });
                 }
                 Pytree::List(v)
             }
@@ -1137,8 +1198,11 @@ impl<'a> Parser<'a> {
                 let mut m = IndexMap::with_capacity(n.min(self.remaining() / 2).min(TREE_PREALLOC_CAP));
                 for _ in 0..n {
                     let kat = self.at();
-                    let key = self.key()?;
-                    let v = self.tree(depth + 1, refs)?;
+                    let key = self.key_fast()?;
+                    let v = match self.ref_fast(depth + 1, refs) {
+                        Some(v) => v,
+                        None => self.tree(depth + 1, refs)?,
+                    };
                     if m.insert(key.to_string(), v).is_some() {
                         return Err(FormatError::DuplicateKey {
                             offset: kat,
@@ -1224,7 +1288,7 @@ impl<'a> Parser<'a> {
         self.fast_lit(b"\x65dtype")?;
         let n = self.fast_short_head(3)?;
         let raw = self.bytes.get(self.pos..self.pos + n)?;
-        let dtype = DType::from_name(std::str::from_utf8(raw).ok()?)?;
+        let dtype = DType::ALL.into_iter().find(|d| d.name().as_bytes() == raw)?;
         self.pos += n;
         self.fast_lit(b"\x65shape")?;
         // At most 23 axes here (a one-byte head), below MAX_NDIM.
@@ -1259,13 +1323,18 @@ impl<'a> Parser<'a> {
     /// An unsigned int (major type 0).
     #[inline]
     fn fast_uint(&mut self) -> Option<u64> {
-        if *self.bytes.get(self.pos)? >> 5 != 0 {
-            return None;
-        }
-        match self.pull().ok()? {
-            Header::Positive(u) => Some(u),
-            _ => None,
-        }
+        let b = *self.bytes.get(self.pos)?;
+        let w = match b {
+            0..=23 => {
+                self.pos += 1;
+                return Some(b as u64);
+            }
+            24..=27 => 1usize << (b - 24),
+            _ => return None,
+        };
+        let arg = self.bytes.get(self.pos + 1..self.pos + 1 + w)?;
+        self.pos += 1 + w;
+        Some(arg.iter().fold(0u64, |acc, &x| (acc << 8) | x as u64))
     }
 
     /// A one-byte head of major type `major` (argument below 24).
@@ -1625,7 +1694,7 @@ fn parse_raw(bytes: &[u8], file_len: u64) -> Result<RawHeader, FormatError> {
         let off = cur
             .checked_add(payload_head_len(e.dtype, e.len))
             .and_then(|x| align_up(x, align))
-            .ok_or(too_large.clone())?;
+            .ok_or_else(|| too_large.clone())?;
         if e.off != off {
             return Err(FormatError::BadOffset {
                 index,
@@ -1633,10 +1702,10 @@ fn parse_raw(bytes: &[u8], file_len: u64) -> Result<RawHeader, FormatError> {
                 found: e.off,
             });
         }
-        cur = off.checked_add(e.len).ok_or(too_large.clone())?;
+        cur = off.checked_add(e.len).ok_or_else(|| too_large.clone())?;
     }
     let datalen = cur;
-    let data_base = align_up(header_len, align).ok_or(too_large.clone())?;
+    let data_base = align_up(header_len, align).ok_or_else(|| too_large.clone())?;
     match data_base.checked_add(datalen) {
         Some(end) if end < file_len => {}
         _ => return Err(too_large),
