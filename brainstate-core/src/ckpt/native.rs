@@ -2148,6 +2148,7 @@ fn payloads(
     };
     // parse_raw checked every payload lies inside the file.
     let payload = |e: &Entry| &bytes[base + e.off as usize..base + (e.off + e.len) as usize];
+    let mut last = None;
     let mut first = range.start;
     while first < range.end {
         // CRCs three at a time (see crc32c_x3), then each tensor in order.
@@ -2164,12 +2165,15 @@ fn payloads(
         };
         for (j, (e, &crc)) in group.iter().zip(&crcs).enumerate() {
             let index = first + j;
-            expect.clear();
-            push_padding(
-                &mut expect,
-                (e.off - payload_head_len(e.dtype, e.len) - cur) as usize,
-            );
-            payload_head(e.dtype, e.len, &mut expect);
+            // The expected padding and head depend only on the gap, dtype and length: rebuilt
+            // only when those change (runs of same-sized tensors reuse them).
+            let gap = e.off - payload_head_len(e.dtype, e.len) - cur;
+            if last != Some((gap, e.dtype, e.len)) {
+                expect.clear();
+                push_padding(&mut expect, gap as usize);
+                payload_head(e.dtype, e.len, &mut expect);
+                last = Some((gap, e.dtype, e.len));
+            }
             check_bytes(bytes, base + cur as usize, &expect, index)?;
             let pos = base + e.off as usize;
             if crc != e.crc32c {
