@@ -1288,7 +1288,7 @@ impl<'a> Parser<'a> {
         self.fast_lit(b"\x65dtype")?;
         let n = self.fast_short_head(3)?;
         let raw = self.bytes.get(self.pos..self.pos + n)?;
-        let dtype = DType::ALL.into_iter().find(|d| d.name().as_bytes() == raw)?;
+        let dtype = dtype_from_bytes(raw)?;
         self.pos += n;
         self.fast_lit(b"\x65shape")?;
         // At most 23 axes here (a one-byte head), below MAX_NDIM.
@@ -1429,6 +1429,28 @@ impl<'a> Parser<'a> {
             })?,
         })
     }
+}
+
+/// [`DType::from_name`] on the name's bytes, as one match.
+fn dtype_from_bytes(raw: &[u8]) -> Option<DType> {
+    Some(match raw {
+        b"bool" => DType::Bool,
+        b"uint8" => DType::U8,
+        b"uint16" => DType::U16,
+        b"uint32" => DType::U32,
+        b"uint64" => DType::U64,
+        b"int8" => DType::I8,
+        b"int16" => DType::I16,
+        b"int32" => DType::I32,
+        b"int64" => DType::I64,
+        b"float16" => DType::F16,
+        b"bfloat16" => DType::BF16,
+        b"float32" => DType::F32,
+        b"float64" => DType::F64,
+        b"complex64" => DType::C64,
+        b"complex128" => DType::C128,
+        _ => return None,
+    })
 }
 
 fn head_kind(h: &Header) -> &'static str {
@@ -2287,6 +2309,14 @@ impl Read for ParallelReader<'_> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn dtype_from_bytes_knows_every_name() {
+        for d in crate::DType::ALL {
+            assert_eq!(super::dtype_from_bytes(d.name().as_bytes()), Some(d));
+        }
+        assert_eq!(super::dtype_from_bytes(b"float8_e4m3fn"), None);
+    }
+
     #[test]
     fn crc32c_x3_equals_three_crcs() {
         let data: Vec<u8> = (0..300u32)
