@@ -473,6 +473,9 @@ impl<'a> Plan<'a> {
                 .map(Ok);
         }
         let base = self.data_base();
+        // A hint: a failure here shows up in the writes.
+        let trailer_max = encode_trailer(self.entries.len() as u64, self.datalen, u32::MAX).len();
+        let _ = w.allocate(base + self.datalen + trailer_max as u64);
         let small = vec![0u8; base as usize];
         let (written, crcs) = std::thread::scope(|s| {
             let crc = s.spawn(|| {
