@@ -168,6 +168,9 @@ struct Model {
     cached_dir: BTreeMap<String, usize>,
 }
 
+/// A folder's files by name.
+type Files = BTreeMap<String, Vec<u8>>;
+
 /// Which of a file's possible contents a crash state holds.
 #[derive(Clone, Copy)]
 enum Data {
@@ -271,14 +274,14 @@ impl Model {
     }
 
     /// The files of one crash state.
-    fn files(&self, dir: &BTreeMap<String, usize>, data: Data) -> BTreeMap<String, Vec<u8>> {
+    fn files(&self, dir: &BTreeMap<String, usize>, data: Data) -> Files {
         dir.iter()
             .map(|(n, &i)| (n.clone(), self.bytes(i, data)))
             .collect()
     }
 }
 
-fn materialize(root: &Path, files: &BTreeMap<String, Vec<u8>>) -> PathBuf {
+fn materialize(root: &Path, files: &Files) -> PathBuf {
     let d = root.join("state");
     std::fs::create_dir_all(&d).unwrap();
     for (n, data) in files {
@@ -315,10 +318,7 @@ fn record(dir: &Path, positional: bool) -> (Recording, SaveOptions) {
 }
 
 /// Replays every prefix of the log; calls `check(prefix, label, files)` on each crash state.
-fn each_crash_state(
-    rec: &Recording,
-    check: &mut dyn FnMut(usize, &str, &BTreeMap<String, Vec<u8>>),
-) -> usize {
+fn each_crash_state(rec: &Recording, check: &mut dyn FnMut(usize, &str, &Files)) -> usize {
     let ops = rec.log.lock().unwrap().ops.clone();
     assert!(
         ops.iter().any(|o| matches!(o, Op::Sync { .. })) && ops.iter().any(|o| matches!(o, Op::SyncDir)),
