@@ -57,6 +57,13 @@ pub fn checked_nbytes(dtype: DType, shape: &[usize]) -> Result<usize, TensorErro
         dtype,
         shape: shape.to_vec(),
     };
+    if let [n] = *shape {
+        // The common 1-d case.
+        return n
+            .checked_mul(dtype.itemsize())
+            .filter(|&b| b <= isize::MAX as usize)
+            .ok_or_else(overflow);
+    }
     // ndarray also requires the product of the non-zero axis lengths to fit `isize`, even when
     // another axis is 0, so a shape like [0, 2^63] is refused here rather than panicking there.
     let nonzero = shape

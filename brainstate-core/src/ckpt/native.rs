@@ -810,6 +810,7 @@ impl Val {
 
 /// Parses CBOR items from a slice with ciborium-ll heads, bounding nesting and allocation:
 /// every length is checked against the bytes that remain before anything is allocated.
+#[derive(Clone)]
 struct Parser<'a> {
     bytes: &'a [u8],
     pos: usize,
@@ -1110,11 +1111,73 @@ impl<'a> Parser<'a> {
         self.key()
     }
 
+    /// Skips one definite-length item nested at most [`MAX_DEPTH`] deep without building
+    /// anything, or returns `None` (malformed, truncated or too deep; the position is then
+    /// unspecified). Checks only the framing: [`Parser::tree`] checks the content.
+    fn skip(&mut self, depth: usize) -> Option<()> {
+        let b = *self.bytes.get(self.pos)?;
+        let arg = match b & 0x1f {
+            i @ 0..=23 => {
+                self.pos += 1;
+                i as u64
+            }
+            i @ 24..=27 => {
+                let w = 1usize << (i - 24);
+                let arg = self.bytes.get(self.pos + 1..self.pos + 1 + w)?;
+                self.pos += 1 + w;
+                arg.iter().fold(0u64, |acc, &x| (acc << 8) | x as u64)
+            }
+            _ => return None,
+        };
+        match b >> 5 {
+            2 | 3 => {
+                let n = usize::try_from(arg).ok().filter(|&n| n <= self.remaining())?;
+                self.pos += n;
+            }
+            major @ 4..=6 => {
+                if depth >= MAX_DEPTH {
+                    return None;
+                }
+                // Each item takes at least one byte, so a hostile count ends at the input's end.
+                if major == 5 {
+                    for _ in 0..arg {
+                        // The common entry: a short text key and a tensor reference.
+                        match self.bytes.get(self.pos) {
+                            Some(&k @ 0x60..=0x77) if ((k & 0x1f) as usize) < self.remaining() => {
+                                self.pos += 1 + (k & 0x1f) as usize
+                            }
+                            _ => self.skip(depth + 1)?,
+                        }
+                        let len = match self.bytes.get(self.pos..self.pos + 4) {
+                            Some(&[0xd9, 0xb3, 0xb0, h]) if depth + 1 < MAX_DEPTH => match h {
+                                0..=23 => 4,
+                                24..=26 => 4 + (1 << (h - 24)),
+                                _ => 0,
+                            },
+                            _ => 0,
+                        };
+                        if len > 0 && len <= self.remaining() {
+                            self.pos += len;
+                        } else {
+                            self.skip(depth + 1)?;
+                        }
+                    }
+                } else {
+                    for _ in 0..if major == 4 { arg } else { 1 } {
+                        self.skip(depth + 1)?;
+                    }
+                }
+            }
+            _ => {}
+        }
+        Some(())
+    }
+
     /// A tensor or numpy-scalar reference at `depth` written as the writer does (`d9 b3 b0` or
     /// `d9 b3 b1`, then an unsigned int of at most 4 bytes), or `None` with the position
     /// unchanged (the general path then parses the item and reports any error).
     #[inline]
-    fn ref_fast(&mut self, depth: usize, refs: &mut Refs) -> Option<Pytree> {
+    fn ref_fast(&mut self, depth: usize, refs: &mut Refs<'_>) -> Option<Pytree> {
         if depth >= MAX_DEPTH {
             return None;
         }
@@ -1135,8 +1198,7 @@ impl<'a> Parser<'a> {
             _ => return None,
         };
         self.pos += 4 + w;
-        refs.list.push((i, scalar));
-        let t = refs.placeholder.clone();
+        let t = refs.take(i, scalar);
         Some(if scalar {
             Pytree::Scalar(t)
         } else {
@@ -1147,7 +1209,7 @@ impl<'a> Parser<'a> {
     /// The tree skeleton, parsed straight into a [`Pytree`]: each tensor reference becomes an
     /// empty placeholder tensor and is recorded in `refs` (index, numpy scalar) in document
     /// order. Checks what [`Parser::value`] and [`build_tree`] check together.
-    fn tree(&mut self, depth: usize, refs: &mut Refs) -> Result<Pytree, FormatError> {
+    fn tree(&mut self, depth: usize, refs: &mut Refs<'_>) -> Result<Pytree, FormatError> {
         let at = self.at();
         let nested = || -> Result<(), FormatError> {
             if depth >= MAX_DEPTH {
@@ -1226,14 +1288,8 @@ impl<'a> Parser<'a> {
                                 unreachable!("major type 0 is an unsigned int")
                             };
                             return Ok(match t {
-                                TAG_TENSOR => {
-                                    refs.list.push((i, false));
-                                    Pytree::Tensor(refs.placeholder.clone())
-                                }
-                                TAG_SCALAR => {
-                                    refs.list.push((i, true));
-                                    Pytree::Scalar(refs.placeholder.clone())
-                                }
+                                TAG_TENSOR => Pytree::Tensor(refs.take(i, false)),
+                                TAG_SCALAR => Pytree::Scalar(refs.take(i, true)),
                                 _ => Pytree::UInt(i),
                             });
                         }
@@ -1314,9 +1370,10 @@ impl<'a> Parser<'a> {
 
     /// Consumes `lit` if the input continues with exactly these bytes.
     #[inline]
-    fn fast_lit(&mut self, lit: &[u8]) -> Option<()> {
-        if self.bytes.get(self.pos..self.pos + lit.len())? == lit {
-            self.pos += lit.len();
+    fn fast_lit<const N: usize>(&mut self, lit: &[u8; N]) -> Option<()> {
+        let got: &[u8; N] = self.bytes.get(self.pos..self.pos + N)?.try_into().ok()?;
+        if got == lit {
+            self.pos += N;
             Some(())
         } else {
             None
@@ -1520,10 +1577,45 @@ fn placeholder() -> Tensor {
     Tensor::from_vec::<u8>(&[0], Vec::new()).expect("an empty shape holds no elements")
 }
 
-/// The references met while parsing a tree, and the placeholder cloned for each.
-struct Refs {
+/// The references met while parsing a tree, and the placeholder cloned for each; or, with
+/// `tensors`, the tensors taken directly (each once; `bad` records any other reference).
+struct Refs<'t> {
     list: Vec<(u64, bool)>,
     placeholder: Tensor,
+    tensors: Option<&'t mut [Option<Tensor>]>,
+    bad: bool,
+}
+
+impl Refs<'_> {
+    fn new() -> Refs<'static> {
+        Refs {
+            list: Vec::new(),
+            placeholder: placeholder(),
+            tensors: None,
+            bad: false,
+        }
+    }
+
+    /// The tensor for reference `i` (a numpy scalar if `scalar`): the placeholder, or the
+    /// tensor itself when they are given.
+    #[inline]
+    fn take(&mut self, i: u64, scalar: bool) -> Tensor {
+        let Some(ts) = &mut self.tensors else {
+            self.list.push((i, scalar));
+            return self.placeholder.clone();
+        };
+        let t = usize::try_from(i)
+            .ok()
+            .and_then(|k| ts.get_mut(k))
+            .and_then(Option::take);
+        match t {
+            Some(t) if !scalar || t.ndim() == 0 => t,
+            _ => {
+                self.bad = true;
+                self.placeholder.clone()
+            }
+        }
+    }
 }
 
 /// A parsed and validated header, with compact tensor entries.
@@ -1634,10 +1726,7 @@ fn parse_raw(bytes: &[u8], file_len: u64) -> Result<RawHeader, FormatError> {
             "align" => align.replace(p.uint(item, "align")?).is_some(),
             "tree" => {
                 let t = if check_id(&fmt, &ver).is_ok() {
-                    let mut refs = Refs {
-                        list: Vec::new(),
-                        placeholder: placeholder(),
-                    };
+                    let mut refs = Refs::new();
                     let tree = p.tree(1, &mut refs)?;
                     TreeParse::Skeleton(Skeleton {
                         tree,
@@ -1694,6 +1783,29 @@ fn parse_raw(bytes: &[u8], file_len: u64) -> Result<RawHeader, FormatError> {
             Skeleton { tree, refs }
         }
     };
+    let (data_base, datalen) = check_layout(&entries, &dims, align, header_len, file_len)?;
+    Ok(RawHeader {
+        header_len,
+        version,
+        align,
+        entries,
+        dims,
+        tree,
+        meta,
+        data_base,
+        datalen,
+    })
+}
+
+/// Checks every entry's shape, length and offset against the layout rule and the file, before
+/// anything is allocated for payloads; returns the data base B and the data length.
+fn check_layout(
+    entries: &[Entry],
+    dims: &[usize],
+    align: u64,
+    header_len: u64,
+    file_len: u64,
+) -> Result<(u64, u64), FormatError> {
     // Validate every length against the file before anything is allocated for payloads.
     let too_large = FormatError::TooLarge { file_len };
     let mut cur = 0u64;
@@ -1732,20 +1844,9 @@ fn parse_raw(bytes: &[u8], file_len: u64) -> Result<RawHeader, FormatError> {
     let datalen = cur;
     let data_base = align_up(header_len, align).ok_or_else(|| too_large.clone())?;
     match data_base.checked_add(datalen) {
-        Some(end) if end < file_len => {}
-        _ => return Err(too_large),
+        Some(end) if end < file_len => Ok((data_base, datalen)),
+        _ => Err(too_large),
     }
-    Ok(RawHeader {
-        header_len,
-        version,
-        align,
-        entries,
-        dims,
-        tree,
-        meta,
-        data_base,
-        datalen,
-    })
 }
 
 /// Checks the format id and the major version; returns `[major, minor]`.
@@ -2115,6 +2216,12 @@ const SPLIT_MIN_BYTES: u64 = 8 << 20;
 /// when `threads > 1`. Errors are the same as [`decode`]'s: the one at the lowest index wins.
 pub fn decode_threads(bytes: &[u8], threads: usize) -> Result<Pytree, FormatError> {
     let file_len = bytes.len() as u64;
+    let split = threads > 1 && file_len >= SPLIT_MIN_BYTES;
+    if !split {
+        if let Some(t) = direct::decode(bytes) {
+            return Ok(t);
+        }
+    }
     let h = parse_raw(bytes, file_len)?;
     let hcrc = crc32c::crc32c(&bytes[..h.header_len as usize]);
     // parse_raw checked B + datalen < file_len, so every slice below is in bounds.
@@ -2122,7 +2229,8 @@ pub fn decode_threads(bytes: &[u8], threads: usize) -> Result<Pytree, FormatErro
     push_padding(&mut expect, (h.data_base - h.header_len) as usize);
     check_bytes(bytes, h.header_len as usize, &expect, 0)?;
     let n = h.entries.len();
-    let tensors = if threads > 1 && n >= SPLIT_MIN_TENSORS && h.datalen >= SPLIT_MIN_BYTES {
+    let payloads = |range| payloads(bytes, &h.entries, &h.dims, h.data_base, range);
+    let tensors = if split && n >= SPLIT_MIN_TENSORS && h.datalen >= SPLIT_MIN_BYTES {
         // Split where about half of the work (bytes, plus a fixed cost per tensor) is done.
         let work = |e: &Entry| e.len + 512;
         let total: u64 = h.entries.iter().map(work).sum();
@@ -2136,15 +2244,15 @@ pub fn decode_threads(bytes: &[u8], threads: usize) -> Result<Pytree, FormatErro
             })
             .map_or(n, |i| i + 1);
         let (lo, hi) = std::thread::scope(|s| {
-            let hi = s.spawn(|| payloads(bytes, &h, mid..n));
-            let lo = payloads(bytes, &h, 0..mid);
+            let hi = s.spawn(|| payloads(mid..n));
+            let lo = payloads(0..mid);
             (lo, hi.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
         });
         let mut lo = lo?;
         lo.extend(hi?);
         lo
     } else {
-        payloads(bytes, &h, 0..n)?
+        payloads(0..n)?
     };
     let trailer_at = (h.data_base + h.datalen) as usize;
     check_trailer(&bytes[trailer_at..], trailer_at as u64, n, h.datalen, hcrc)?;
@@ -2157,19 +2265,99 @@ pub fn decode_threads(bytes: &[u8], threads: usize) -> Result<Pytree, FormatErro
     })
 }
 
+/// The one-pass decode of a header laid out as the writer makes it (format id, version,
+/// optional meta, tree, align, tensors): the entries and payloads first (the tree is skipped),
+/// then the tree, which takes each tensor where it is referenced (no placeholders, no second
+/// pass). It gives up (`None`) on any other layout or any error; [`decode_threads`] then
+/// decodes as usual and reports the error.
+mod direct {
+    use super::*;
+
+    /// A parser at the tree (the format id and version checked), or `None`.
+    fn at_tree(bytes: &[u8]) -> Option<Parser<'_>> {
+        if bytes.len() < 3 || bytes[..3] != MAGIC {
+            return None;
+        }
+        let mut p = Parser::new(&bytes[3..], 3);
+        let n = p.map_head(Item::Header, "").ok()?;
+        if p.key_fast().ok()? != "fmt" {
+            return None;
+        }
+        let fmt = Some(p.value(1).ok()?);
+        if p.key_fast().ok()? != "ver" {
+            return None;
+        }
+        let ver = Some(p.value(1).ok()?);
+        check_id(&fmt, &ver).ok()?;
+        match n {
+            5 => {}
+            // The meta is checked as parse_raw does (decoding drops it).
+            6 if p.key_fast().ok()? == "meta" => drop(p.value(1).ok()?),
+            _ => return None,
+        }
+        if p.key_fast().ok()? != "tree" {
+            return None;
+        }
+        Some(p)
+    }
+
+    pub(super) fn decode(bytes: &[u8]) -> Option<Pytree> {
+        let file_len = bytes.len() as u64;
+        let mut t = at_tree(bytes)?;
+        let mut p = t.clone();
+        p.skip(1)?;
+        let tree_end = p.pos();
+        if p.key_fast().ok()? != "align" {
+            return None;
+        }
+        let align = p.uint(Item::Header, "align").ok()?;
+        if p.key_fast().ok()? != "tensors" {
+            return None;
+        }
+        let count = p.array_head(Item::Header, "tensors").ok()?;
+        let cap = count.min(p.remaining() / 32);
+        let mut entries = Vec::with_capacity(cap);
+        let mut dims = Vec::with_capacity(cap * 2);
+        for index in 0..count {
+            entries.push(p.tensor_entry(index, &mut dims).ok()?);
+        }
+        let header_len = 3 + p.pos() as u64;
+        if !(8..=65536).contains(&align) || !align.is_power_of_two() {
+            return None;
+        }
+        let (data_base, datalen) = check_layout(&entries, &dims, align, header_len, file_len).ok()?;
+        let mut expect = Vec::new();
+        push_padding(&mut expect, (data_base - header_len) as usize);
+        check_bytes(bytes, header_len as usize, &expect, 0).ok()?;
+        let hcrc = crc32c::crc32c(&bytes[..header_len as usize]);
+        let trailer_at = (data_base + datalen) as usize;
+        check_trailer(&bytes[trailer_at..], trailer_at as u64, count, datalen, hcrc).ok()?;
+        let mut tensors = payloads(bytes, &entries, &dims, data_base, 0..count).ok()?;
+        let mut refs = Refs::new();
+        refs.tensors = Some(&mut tensors);
+        let tree = t.tree(1, &mut refs).ok()?;
+        if refs.bad || t.pos() != tree_end || tensors.iter().any(Option::is_some) {
+            return None;
+        }
+        Some(tree)
+    }
+}
+
 /// Checks the padding, payload head and CRC32C of the tensors in `range` and copies each into
 /// a new tensor while its bytes are in cache; stops at the first error.
 fn payloads(
     bytes: &[u8],
-    h: &RawHeader,
+    entries: &[Entry],
+    dims: &[usize],
+    data_base: u64,
     range: std::ops::Range<usize>,
 ) -> Result<Vec<Option<Tensor>>, FormatError> {
-    let base = h.data_base as usize;
+    let base = data_base as usize;
     let mut expect = Vec::with_capacity(128);
     let mut out = Vec::with_capacity(range.len());
     let mut cur = match range.start {
         0 => 0,
-        i => h.entries[i - 1].off + h.entries[i - 1].len,
+        i => entries[i - 1].off + entries[i - 1].len,
     };
     // parse_raw checked every payload lies inside the file.
     let payload = |e: &Entry| &bytes[base + e.off as usize..base + (e.off + e.len) as usize];
@@ -2177,7 +2365,7 @@ fn payloads(
     let mut first = range.start;
     while first < range.end {
         // CRCs three at a time (see crc32c_x3), then each tensor in order.
-        let group = &h.entries[first..range.end.min(first + 3)];
+        let group = &entries[first..range.end.min(first + 3)];
         let crcs = match group {
             [a, b, c] => crc32c_x3(payload(a), payload(b), payload(c)),
             _ => {
@@ -2209,13 +2397,13 @@ fn payloads(
                     computed: crc,
                 });
             }
-            let t = Tensor::from_le_bytes(e.dtype, h.shape(e), payload(e)).map_err(|source| {
-                FormatError::Tensor {
+            let shape = &dims[e.dims_at..e.dims_at + e.ndim];
+            let t =
+                Tensor::from_le_bytes(e.dtype, shape, payload(e)).map_err(|source| FormatError::Tensor {
                     index,
                     offset: pos as u64,
                     source: Box::new(source),
-                }
-            })?;
+                })?;
             out.push(Some(t));
             cur = e.off + e.len;
         }
@@ -2312,6 +2500,35 @@ impl Read for ParallelReader<'_> {
 
 #[cfg(test)]
 mod tests {
+    use crate::{DType, Pytree, Tensor};
+
+    #[test]
+    fn writer_files_take_the_direct_path() {
+        // Tensor indices of every head width, scalars, lists, nesting, other leaves and meta.
+        let mut big = Pytree::map();
+        for i in 0..300usize {
+            big = big.with(format!("k{i}"), Tensor::zeros(DType::F32, &[i % 5]).unwrap());
+        }
+        let tree = Pytree::map()
+            .with("big", big)
+            .with("s", Pytree::Scalar(Tensor::scalar(1.5f64)))
+            .with(
+                "l",
+                Pytree::List(vec![
+                    Pytree::Int(-3),
+                    Pytree::None,
+                    Tensor::zeros(DType::U8, &[2, 3]).unwrap().into(),
+                ]),
+            )
+            .with("e", Pytree::map());
+        let meta = Pytree::map().with("step", Pytree::Int(7));
+        for m in [None, Some(&meta)] {
+            let bytes = super::Plan::new(&tree, m, super::DEFAULT_ALIGN).unwrap().to_vec();
+            let t = super::direct::decode(&bytes).expect("direct path");
+            assert!(t == tree);
+        }
+    }
+
     #[test]
     fn dtype_from_bytes_knows_every_name() {
         for d in crate::DType::ALL {
