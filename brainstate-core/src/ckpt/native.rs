@@ -1369,7 +1369,7 @@ impl<'a> Parser<'a> {
     }
 
     /// Consumes `lit` if the input continues with exactly these bytes.
-    #[inline]
+    #[inline(always)]
     fn fast_lit<const N: usize>(&mut self, lit: &[u8; N]) -> Option<()> {
         let got: &[u8; N] = self.bytes.get(self.pos..self.pos + N)?.try_into().ok()?;
         if got == lit {
@@ -1381,7 +1381,7 @@ impl<'a> Parser<'a> {
     }
 
     /// An unsigned int (major type 0).
-    #[inline]
+    #[inline(always)]
     fn fast_uint(&mut self) -> Option<u64> {
         let b = *self.bytes.get(self.pos)?;
         let w = match b {
@@ -1398,7 +1398,7 @@ impl<'a> Parser<'a> {
     }
 
     /// A one-byte head of major type `major` (argument below 24).
-    #[inline]
+    #[inline(always)]
     fn fast_short_head(&mut self, major: u8) -> Option<usize> {
         let b = *self.bytes.get(self.pos)?;
         if b >> 5 != major || b & 0x1f >= 24 {
@@ -1492,6 +1492,7 @@ impl<'a> Parser<'a> {
 }
 
 /// [`DType::from_name`] on the name's bytes, as one match.
+#[inline(always)]
 fn dtype_from_bytes(raw: &[u8]) -> Option<DType> {
     Some(match raw {
         b"bool" => DType::Bool,
