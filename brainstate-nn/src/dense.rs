@@ -438,14 +438,18 @@ impl Layer for Dense {
             small_t,
             ..
         } = self;
-        let sig = match input {
-            Some(s) => s,
-            None => tape.get(t, rows, n_in).ok_or_else(|| NnError::Mode {
-                what: format!("backward of step {t}"),
-                layer: label_of(name, "Dense"),
-                needed: "a recorded forward step".into(),
-                found: format!("{} recorded steps", tape.steps.len()),
-            })?,
+        // A dense step on the tape is one whose scan for events already failed in forward.
+        let (sig, scanned) = match input {
+            Some(s) => (s, false),
+            None => (
+                tape.get(t, rows, n_in).ok_or_else(|| NnError::Mode {
+                    what: format!("backward of step {t}"),
+                    layer: label_of(name, "Dense"),
+                    needed: "a recorded forward step".into(),
+                    found: format!("{} recorded steps", tape.steps.len()),
+                })?,
+                true,
+            ),
         };
         let sig = match sig {
             Signal::Dense(x) if small(rows, n_in, n_out) && x.len() == rows * n_in => {
@@ -464,7 +468,7 @@ impl Layer for Dense {
                 }
                 None
             }
-            Signal::Dense(x) if scan.collect(x, n_in, max_events(rows, n_in, n_out)) => {
+            Signal::Dense(x) if !scanned && scan.collect(x, n_in, max_events(rows, n_in, n_out)) => {
                 Some(Signal::Events(scan.view()))
             }
             s => Some(s),

@@ -145,7 +145,6 @@ pub struct Lif {
     out: Vec<f32>,
     dense_in: Vec<f32>,
     tape: Vec<f32>,
-    vp_buf: Vec<f32>,
     carry: Vec<f32>,
     d_in: Vec<f32>,
 }
@@ -181,7 +180,6 @@ impl Lif {
             out: vec![0.0; mode.batch_size() * size],
             dense_in: Vec::new(),
             tape: Vec::new(),
-            vp_buf: Vec::new(),
             carry: Vec::new(),
             d_in: Vec::new(),
         })
@@ -251,7 +249,6 @@ impl Layer for Lif {
             out,
             dense_in,
             tape,
-            vp_buf,
             ..
         } = self;
         let v = f32_mut(v, name, "Lif", "V")?;
@@ -268,20 +265,13 @@ impl Layer for Lif {
         out.resize(v.len(), 0.0);
         let c = exp_euler_c(dt, p.tau);
         let k = c / p.tau;
-        let (v_rest, r) = (p.v_rest, p.r);
-        // Pre-reset potentials go straight into the tape when recording.
-        let base = tape.len();
-        let vp: &mut [f32] = if record != Record::Off {
-            tape.resize(base + v.len(), 0.0);
-            &mut tape[base..]
-        } else {
-            vp_buf.resize(v.len(), 0.0);
-            &mut vp_buf[..]
-        };
-        vp.iter_mut()
-            .zip(v.iter())
-            .zip(i)
-            .for_each(|((d, &v), &i)| *d = v + k * (v_rest - v + r * i));
+        if i.len() != v.len() {
+            return Err(NnError::BatchSize {
+                layer: label_of(name, "Lif"),
+                expected: batch,
+                found: i.len() / *size,
+            });
+        }
         if mode.is_training() {
             // Training: spikes go straight into the f32 spike variable, which is the output.
             let o = f32_mut(spike, name, "Lif", "spike")?;
@@ -292,10 +282,12 @@ impl Layer for Lif {
                     found: format!("{} values", o.len()),
                 });
             }
-            spike_and_reset(v, o, vp, p, true);
+            let keep = (record != Record::Off).then_some(tape);
+            lif_update(v, i, o, keep, p, k, true);
             Ok(o)
         } else {
-            spike_and_reset(v, out, vp, p, false);
+            let keep = (record != Record::Off).then_some(tape);
+            lif_update(v, i, out, keep, p, k, false);
             let key = || format!("{}.spike", label_of(name, "Lif"));
             let mut sv = spike.array_mut::<bool>().map_err(|e| NnError::var(key(), e))?;
             let sv = sv.as_slice_mut().ok_or_else(|| NnError::Variable {
@@ -367,28 +359,66 @@ impl Layer for Lif {
     fn visit_params(&mut self, _f: &mut ParamVisitor<'_>) {}
 }
 
-/// Threshold and reset: `o` gets the spikes, `v` the reset potentials, from pre-reset `vp`.
-fn spike_and_reset(v: &mut [f32], o: &mut [f32], vp: &[f32], p: &LifParams, training: bool) {
-    let (v_th, v_reset) = (p.v_th, p.v_reset);
-    let it = v.iter_mut().zip(o.iter_mut()).zip(vp.iter());
+/// One fused pass of the Lif update: the pre-reset potential `vp = V + k (V_rest - V + R I)`,
+/// the spike `o = H(vp - V_th)` and the reset of `V`; `vp` is appended to `tape` when given.
+fn lif_update(
+    v: &mut [f32],
+    i: &[f32],
+    o: &mut [f32],
+    tape: Option<&mut Vec<f32>>,
+    p: &LifParams,
+    k: f32,
+    training: bool,
+) {
+    let (v_rest, r, v_th, v_reset) = (p.v_rest, p.r, p.v_th, p.v_reset);
     match (training, p.spk_reset) {
-        (false, _) => it.for_each(|((v, o), &vp)| {
+        (false, _) => lif_pass(v, i, o, tape, move |v, i| {
+            let vp = v + k * (v_rest - v + r * i);
             let spiking = vp >= v_th;
-            *o = if spiking { 1.0 } else { 0.0 };
-            *v = if spiking { v_reset } else { vp };
+            (
+                vp,
+                if spiking { 1.0 } else { 0.0 },
+                if spiking { v_reset } else { vp },
+            )
         }),
         (true, SpikeReset::Soft) => {
             let jump = v_th - v_reset;
-            it.for_each(|((v, o), &vp)| {
+            lif_pass(v, i, o, tape, move |v, i| {
+                let vp = v + k * (v_rest - v + r * i);
                 let s = if vp >= v_th { 1.0 } else { 0.0 };
-                *o = s;
-                *v = vp - jump * s;
+                (vp, s, vp - jump * s)
             })
         }
-        (true, SpikeReset::Hard) => it.for_each(|((v, o), &vp)| {
+        (true, SpikeReset::Hard) => lif_pass(v, i, o, tape, move |v, i| {
+            let vp = v + k * (v_rest - v + r * i);
             let s = if vp >= v_th { 1.0 } else { 0.0 };
+            (vp, s, vp + (v_reset - vp) * s)
+        }),
+    }
+}
+
+/// Applies `f(V, I) -> (vp, spike, V')` element-wise (equal lengths checked by the caller).
+#[inline(always)]
+fn lif_pass(
+    v: &mut [f32],
+    i: &[f32],
+    o: &mut [f32],
+    tape: Option<&mut Vec<f32>>,
+    f: impl Fn(f32, f32) -> (f32, f32, f32),
+) {
+    let it = v.iter_mut().zip(i).zip(o.iter_mut());
+    match tape {
+        // Extending from an exact-size iterator writes the tape in place, without a zero fill.
+        Some(tape) => tape.extend(it.map(|((v, &i), o)| {
+            let (vp, s, vn) = f(*v, i);
             *o = s;
-            *v = vp + (v_reset - vp) * s;
+            *v = vn;
+            vp
+        })),
+        None => it.for_each(|((v, &i), o)| {
+            let (_, s, vn) = f(*v, i);
+            *o = s;
+            *v = vn;
         }),
     }
 }
