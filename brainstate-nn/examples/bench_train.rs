@@ -63,7 +63,20 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-fn train(c: &Case, epochs: usize) -> (f64, f64, f32, f32, f64) {
+/// FNV-1a over the bits of every parameter and gradient: equal across runs (and thread counts)
+/// when the arithmetic is.
+fn fingerprint(net: &mut TutorialSnn) -> u64 {
+    let mut h = 0xcbf2_9ce4_8422_2325u64;
+    net.visit_params(&mut |_, _, var, grad| {
+        let vals = var.value().as_slice::<f32>().unwrap_or(&[]);
+        for v in vals.iter().chain(grad) {
+            h = (h ^ u64::from(v.to_bits())).wrapping_mul(0x100_0000_01b3);
+        }
+    });
+    h
+}
+
+fn train(c: &Case, epochs: usize) -> (f64, f64, f32, f32, f64, u64) {
     let (mut net, mut opt, x, y) = setup(c, 0);
     let mut trainer = Bptt::new(1.0);
     let mut times = Vec::new();
@@ -83,7 +96,14 @@ fn train(c: &Case, epochs: usize) -> (f64, f64, f32, f32, f64) {
     let cpu = (cpu_s() - cpu0) / (epochs - 1) as f64;
     let first = times[0];
     let steady = median(times[1..].to_vec());
-    (first, steady, losses[0], *losses.last().unwrap(), cpu)
+    (
+        first,
+        steady,
+        losses[0],
+        *losses.last().unwrap(),
+        cpu,
+        fingerprint(&mut net),
+    )
 }
 
 fn forward(c: &Case, reps: usize) -> (f64, f64) {
@@ -137,6 +157,7 @@ fn main() {
     let mut summary = vec![
         format!("\"matmul_backend\": \"{MATMUL_BACKEND}\""),
         format!("\"matmul_threads\": \"{threads}\""),
+        format!("\"threads\": {}", par::num_threads()),
     ];
     if let Some(core) = openblas_core() {
         if core.eq_ignore_ascii_case("prescott") {
@@ -149,10 +170,10 @@ fn main() {
             continue;
         }
         let e = if c.name == "small" { epochs.max(20) } else { epochs };
-        let (first, steady, l0, l1, cpu) = train(c, e);
+        let (first, steady, l0, l1, cpu, fp) = train(c, e);
         println!(
             "[{}] epochs {e}: first {first:.4} s, steady median {steady:.5} s (CPU {cpu:.5} s per epoch); \
-             loss {l0:.4} -> {l1:.4}",
+             loss {l0:.4} -> {l1:.4}; parameters {fp:016x}",
             c.name
         );
         let mut entry = format!(

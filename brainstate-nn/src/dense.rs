@@ -4,9 +4,9 @@ use crate::error::{NnError, Result};
 use crate::init::Init;
 use crate::layer::{check_input, f32_ref, label_of, Layer, ParamVisitor, Record};
 use crate::mode::Mode;
+use crate::par;
 use crate::signal::{Events, EventsRef, Signal};
 use brainstate_core::{NodeName, Variable};
-use ndarray::linalg::general_mat_mul;
 use ndarray::{Array1, Array2, ArrayView2, ArrayViewMut2};
 
 /// Most nonzeros for which the event path (a spike adds a row of weights, silence costs nothing)
@@ -290,8 +290,33 @@ fn b_of<'a>(
     Ok(s)
 }
 
-/// `out[b, :] += val * w[i, :]` for every event `(b, i, val)`.
+/// `out[b, :] += val * w[i, :]` for every event `(b, i, val)`; large outputs in two halves of the
+/// rows across the worker threads.
 fn add_rows(out: &mut [f32], n_out: usize, e: &EventsRef<'_>, w: &[f32]) {
+    let rows = e.rows();
+    if rows >= 2 && out.len() >= rows * n_out && par::worth(rows * n_out) {
+        let m = rows / 2;
+        let (o0, o1) = out.split_at_mut(m * n_out);
+        let (e0, e1) = (
+            EventsRef {
+                row_ptr: &e.row_ptr[..=m],
+                ..*e
+            },
+            EventsRef {
+                row_ptr: &e.row_ptr[m..],
+                ..*e
+            },
+        );
+        par::join(
+            || add_rows_part(o0, n_out, &e0, w),
+            || add_rows_part(o1, n_out, &e1, w),
+        );
+    } else {
+        add_rows_part(out, n_out, e, w);
+    }
+}
+
+fn add_rows_part(out: &mut [f32], n_out: usize, e: &EventsRef<'_>, w: &[f32]) {
     for (b, o) in out.chunks_exact_mut(n_out).enumerate().take(e.rows()) {
         for k in e.row_ptr[b]..e.row_ptr[b + 1] {
             let i = e.idx[k] as usize;
@@ -307,12 +332,33 @@ fn add_rows(out: &mut [f32], n_out: usize, e: &EventsRef<'_>, w: &[f32]) {
     }
 }
 
-/// `gw[i, :] += val * d[b, :]` for every event `(b, i, val)`.
+/// `gw[i, :] += val * d[b, :]` for every event `(b, i, val)`; a large `gw` in two halves of its
+/// rows (inputs `i`) across the worker threads, each taking the events of its inputs in order.
 fn add_outer(gw: &mut [f32], n_out: usize, e: &EventsRef<'_>, d: &[f32]) {
+    let n_in = gw.len() / n_out.max(1);
+    if n_in >= 2 && par::worth(gw.len()) && par::worth(e.nnz() * n_out) {
+        let m = n_in / 2;
+        let (g0, g1) = gw.split_at_mut(m * n_out);
+        par::join(
+            || add_outer_part(g0, 0, n_out, e, d),
+            || add_outer_part(g1, m, n_out, e, d),
+        );
+    } else {
+        add_outer_part(gw, 0, n_out, e, d);
+    }
+}
+
+/// [`add_outer`] for the rows `lo..lo + gw.len() / n_out` of the gradient.
+fn add_outer_part(gw: &mut [f32], lo: usize, n_out: usize, e: &EventsRef<'_>, d: &[f32]) {
+    let hi = lo + gw.len() / n_out.max(1);
     for b in 0..e.rows() {
         let dr = &d[b * n_out..(b + 1) * n_out];
         for k in e.row_ptr[b]..e.row_ptr[b + 1] {
             let i = e.idx[k] as usize;
+            if i < lo || i >= hi {
+                continue;
+            }
+            let i = i - lo;
             let g = &mut gw[i * n_out..(i + 1) * n_out];
             match e.val {
                 None => g.iter_mut().zip(dr).for_each(|(g, d)| *g += d),
@@ -387,7 +433,7 @@ impl Layer for Dense {
                     let xv = ArrayView2::from_shape((rows, n_in), x).expect("checked shape");
                     let wv = ArrayView2::from_shape((n_in, n_out), w).expect("checked shape");
                     let mut ov = ArrayViewMut2::from_shape((rows, n_out), &mut out[..]).expect("shape");
-                    general_mat_mul(1.0, &xv, &wv, 1.0, &mut ov);
+                    par::gemm(1.0, &xv, &wv, 1.0, &mut ov);
                     input
                 }
             }
@@ -427,8 +473,18 @@ impl Layer for Dense {
         }
         let (n_in, n_out) = (self.num_in, self.num_out);
         let rows = d_out.len() / n_out;
-        for r in d_out.chunks_exact(n_out) {
-            self.grad_b.iter_mut().zip(r).for_each(|(g, d)| *g += d);
+        let sum_rows = |gb: &mut [f32], lo: usize| {
+            for r in d_out.chunks_exact(n_out) {
+                gb.iter_mut().zip(&r[lo..]).for_each(|(g, d)| *g += d);
+            }
+        };
+        if n_out >= 128 && par::worth(d_out.len()) {
+            // Two halves of the columns: each sums its columns over the rows in order.
+            let m = n_out / 2;
+            let (g0, g1) = self.grad_b.split_at_mut(m);
+            par::join(|| sum_rows(g0, 0), || sum_rows(g1, m));
+        } else {
+            sum_rows(&mut self.grad_b, 0);
         }
         let Dense {
             name,
@@ -484,7 +540,7 @@ impl Layer for Dense {
                 })?;
                 let dv = ArrayView2::from_shape((rows, n_out), d_out).expect("shape");
                 let mut gv = ArrayViewMut2::from_shape((n_in, n_out), &mut grad_w[..]).expect("shape");
-                general_mat_mul(1.0, &xv.t(), &dv, 1.0, &mut gv);
+                par::gemm(1.0, &xv.t(), &dv, 1.0, &mut gv);
             }
         }
         if !want_d_in {
@@ -522,7 +578,7 @@ impl Layer for Dense {
         }
         let dv = ArrayView2::from_shape((rows, n_out), d_out).expect("shape");
         let mut iv = ArrayViewMut2::from_shape((rows, n_in), &mut self.d_in[..]).expect("shape");
-        general_mat_mul(1.0, &dv, &wv.t(), 0.0, &mut iv);
+        par::gemm(1.0, &dv, &wv.t(), 0.0, &mut iv);
         Ok(&self.d_in)
     }
 

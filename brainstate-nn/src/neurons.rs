@@ -144,7 +144,9 @@ pub struct Lif {
     mode: Mode,
     out: Vec<f32>,
     dense_in: Vec<f32>,
+    /// Pre-reset potentials of the recorded steps (kept at full length between epochs).
     tape: Vec<f32>,
+    tape_steps: usize,
     carry: Vec<f32>,
     d_in: Vec<f32>,
 }
@@ -180,6 +182,7 @@ impl Lif {
             out: vec![0.0; mode.batch_size() * size],
             dense_in: Vec::new(),
             tape: Vec::new(),
+            tape_steps: 0,
             carry: Vec::new(),
             d_in: Vec::new(),
         })
@@ -209,6 +212,9 @@ impl Lif {
     /// Pre-reset potentials recorded at step `t` (training), `batch * size` values.
     pub fn recorded_v_pre(&self, t: usize) -> Option<&[f32]> {
         let n = self.out.len();
+        if t >= self.tape_steps {
+            return None;
+        }
         self.tape.get(t * n..(t + 1) * n)
     }
 }
@@ -249,6 +255,7 @@ impl Layer for Lif {
             out,
             dense_in,
             tape,
+            tape_steps,
             ..
         } = self;
         let v = f32_mut(v, name, "Lif", "V")?;
@@ -282,11 +289,11 @@ impl Layer for Lif {
                     found: format!("{} values", o.len()),
                 });
             }
-            let keep = (record != Record::Off).then_some(tape);
+            let keep = record_slot(tape, tape_steps, v.len(), record);
             lif_update(v, i, o, keep, p, k, true);
             Ok(o)
         } else {
-            let keep = (record != Record::Off).then_some(tape);
+            let keep = record_slot(tape, tape_steps, v.len(), record);
             lif_update(v, i, out, keep, p, k, false);
             let key = || format!("{}.spike", label_of(name, "Lif"));
             let mut sv = spike.array_mut::<bool>().map_err(|e| NnError::var(key(), e))?;
@@ -301,8 +308,11 @@ impl Layer for Lif {
     }
 
     fn begin_tape(&mut self, num_steps: usize) {
-        self.tape.clear();
-        self.tape.reserve(num_steps * self.out.len());
+        self.tape_steps = 0;
+        let n = num_steps * self.out.len();
+        if self.tape.len() < n {
+            self.tape.resize(n, 0.0);
+        }
     }
 
     fn begin_backward(&mut self) {
@@ -321,12 +331,12 @@ impl Layer for Lif {
         want_d_in: bool,
     ) -> Result<&[f32]> {
         let n = self.out.len();
-        let Some(vpre) = self.tape.get(t * n..(t + 1) * n) else {
+        let Some(vpre) = self.tape.get(t * n..(t + 1) * n).filter(|_| t < self.tape_steps) else {
             return Err(NnError::Mode {
                 what: format!("backward of step {t}"),
                 layer: label_of(&self.name, "Lif"),
                 needed: "a recorded forward step".into(),
-                found: format!("{} recorded steps", self.tape.len() / n.max(1)),
+                found: format!("{} recorded steps", self.tape_steps),
             });
         };
         if d_out.len() != n || self.carry.len() != n {
@@ -352,20 +362,70 @@ impl Layer for Lif {
             k_v,
             detach: p.detach_spk,
         };
-        crate::surrogate::with_grad!(p.surrogate, g => lif_backward(args, p.spk_reset, g));
+        crate::surrogate::with_grad!(p.surrogate, g => lif_backward_par(args, p.spk_reset, g));
         Ok(if want_d_in { &self.d_in } else { &[] })
     }
 
     fn visit_params(&mut self, _f: &mut ParamVisitor<'_>) {}
 }
 
+/// The tape slot of the next recorded step (`n` values; the tape grows when a run records more
+/// steps than announced), or None when not recording.
+fn record_slot<'a>(
+    tape: &'a mut Vec<f32>,
+    steps: &mut usize,
+    n: usize,
+    record: Record,
+) -> Option<&'a mut [f32]> {
+    if record == Record::Off {
+        return None;
+    }
+    let t = *steps;
+    *steps += 1;
+    if tape.len() < (t + 1) * n {
+        tape.resize((t + 1) * n, 0.0);
+    }
+    Some(&mut tape[t * n..(t + 1) * n])
+}
+
 /// One fused pass of the Lif update: the pre-reset potential `vp = V + k (V_rest - V + R I)`,
-/// the spike `o = H(vp - V_th)` and the reset of `V`; `vp` is appended to `tape` when given.
+/// the spike `o = H(vp - V_th)` and the reset of `V`; `vp` goes to `tape` when given. Large
+/// states are split in two halves across the worker threads.
 fn lif_update(
     v: &mut [f32],
     i: &[f32],
     o: &mut [f32],
-    tape: Option<&mut Vec<f32>>,
+    tape: Option<&mut [f32]>,
+    p: &LifParams,
+    k: f32,
+    training: bool,
+) {
+    if crate::par::worth(v.len()) {
+        let m = crate::par::mid(v.len());
+        let (v0, v1) = v.split_at_mut(m);
+        let (i0, i1) = i.split_at(m);
+        let (o0, o1) = o.split_at_mut(m);
+        let (t0, t1) = match tape {
+            Some(t) => {
+                let (a, b) = t.split_at_mut(m);
+                (Some(a), Some(b))
+            }
+            None => (None, None),
+        };
+        crate::par::join(
+            || lif_update_part(v0, i0, o0, t0, p, k, training),
+            || lif_update_part(v1, i1, o1, t1, p, k, training),
+        );
+    } else {
+        lif_update_part(v, i, o, tape, p, k, training);
+    }
+}
+
+fn lif_update_part(
+    v: &mut [f32],
+    i: &[f32],
+    o: &mut [f32],
+    tape: Option<&mut [f32]>,
     p: &LifParams,
     k: f32,
     training: bool,
@@ -403,18 +463,17 @@ fn lif_pass(
     v: &mut [f32],
     i: &[f32],
     o: &mut [f32],
-    tape: Option<&mut Vec<f32>>,
+    tape: Option<&mut [f32]>,
     f: impl Fn(f32, f32) -> (f32, f32, f32),
 ) {
     let it = v.iter_mut().zip(i).zip(o.iter_mut());
     match tape {
-        // Extending from an exact-size iterator writes the tape in place, without a zero fill.
-        Some(tape) => tape.extend(it.map(|((v, &i), o)| {
-            let (vp, s, vn) = f(*v, i);
+        Some(tape) => it.zip(tape).for_each(|(((v, &i), o), vp)| {
+            let (p, s, vn) = f(*v, i);
+            *vp = p;
             *o = s;
             *v = vn;
-            vp
-        })),
+        }),
         None => it.for_each(|((v, &i), o)| {
             let (_, s, vn) = f(*v, i);
             *o = s;
@@ -433,6 +492,29 @@ struct BwdArgs<'a> {
     k_in: f32,
     k_v: f32,
     detach: bool,
+}
+
+/// [`lif_backward`], in two halves across the worker threads when large.
+#[inline(always)]
+fn lif_backward_par(a: BwdArgs<'_>, reset: SpikeReset, g: impl Fn(f32) -> f32 + Copy + Send + Sync) {
+    let n = a.vpre.len();
+    if !crate::par::worth(n) || a.d_out.len() != n || a.carry.len() != n || a.d_in.len() != n {
+        return lif_backward(a, reset, g);
+    }
+    let m = crate::par::mid(n);
+    let (vp0, vp1) = a.vpre.split_at(m);
+    let (do0, do1) = a.d_out.split_at(m);
+    let (c0, c1) = a.carry.split_at_mut(m);
+    let (di0, di1) = a.d_in.split_at_mut(m);
+    let half = |vpre, d_out, carry, d_in| BwdArgs {
+        vpre,
+        d_out,
+        carry,
+        d_in,
+        ..a
+    };
+    let (h0, h1) = (half(vp0, do0, c0, di0), half(vp1, do1, c1, di1));
+    crate::par::join(|| lif_backward(h0, reset, g), || lif_backward(h1, reset, g));
 }
 
 #[inline(always)]
@@ -602,9 +684,11 @@ macro_rules! linear_layer {
                 };
                 let k = exp_euler_c(dt, *tau) / *tau;
                 let update: fn(f32, f32, f32) -> f32 = $update;
-                st.iter_mut()
-                    .zip(i)
-                    .for_each(|(s, &x)| *s = update(*s, x, k));
+                crate::par::zip2(st, i, |st, i| {
+                    st.iter_mut()
+                        .zip(i)
+                        .for_each(|(s, &x)| *s = update(*s, x, k))
+                });
                 Ok(st)
             }
             fn begin_tape(&mut self, _num_steps: usize) {}
@@ -633,15 +717,26 @@ macro_rules! linear_layer {
                 self.d_in.resize(n, 0.0);
                 let k = exp_euler_c(dt, self.tau) / self.tau;
                 let (k_keep, k_in): (f32, f32) = $back(k);
-                self.carry
-                    .iter_mut()
-                    .zip(&mut self.d_in)
-                    .zip(d_out)
-                    .for_each(|((c, di), &d)| {
-                        let d = d + *c;
-                        *c = k_keep * d;
-                        *di = k_in * d;
-                    });
+                let part = |carry: &mut [f32], d_in: &mut [f32], d_out: &[f32]| {
+                    carry
+                        .iter_mut()
+                        .zip(d_in)
+                        .zip(d_out)
+                        .for_each(|((c, di), &d)| {
+                            let d = d + *c;
+                            *c = k_keep * d;
+                            *di = k_in * d;
+                        })
+                };
+                if crate::par::worth(n) {
+                    let m = crate::par::mid(n);
+                    let (c0, c1) = self.carry.split_at_mut(m);
+                    let (i0, i1) = self.d_in.split_at_mut(m);
+                    let (d0, d1) = d_out.split_at(m);
+                    crate::par::join(|| part(c0, i0, d0), || part(c1, i1, d1));
+                } else {
+                    part(&mut self.carry, &mut self.d_in, d_out);
+                }
                 Ok(if want_d_in { &self.d_in } else { &[] })
             }
             fn visit_params(&mut self, _f: &mut ParamVisitor<'_>) {}
