@@ -431,7 +431,7 @@ fn lif_update_part(
     training: bool,
 ) {
     let (v_rest, r, v_th, v_reset) = (p.v_rest, p.r, p.v_th, p.v_reset);
-    match (training, p.spk_reset) {
+    crate::par::wide(|| match (training, p.spk_reset) {
         (false, _) => lif_pass(v, i, o, tape, move |v, i| {
             let vp = v + k * (v_rest - v + r * i);
             let spiking = vp >= v_th;
@@ -454,7 +454,7 @@ fn lif_update_part(
             let s = if vp >= v_th { 1.0 } else { 0.0 };
             (vp, s, vp + (v_reset - vp) * s)
         }),
-    }
+    })
 }
 
 /// Applies `f(V, I) -> (vp, spike, V')` element-wise (equal lengths checked by the caller).
@@ -532,7 +532,7 @@ fn lif_backward(a: BwdArgs<'_>, reset: SpikeReset, g: impl Fn(f32) -> f32) {
     } = a;
     let keep = if detach { 0.0 } else { 1.0 };
     let it = vpre.iter().zip(d_out).zip(carry.iter_mut()).zip(d_in.iter_mut());
-    match reset {
+    crate::par::wide(|| match reset {
         SpikeReset::Soft => {
             let c_soft = keep * (v_th - v_reset);
             it.for_each(|(((&vp, &dout), carry), din)| {
@@ -551,7 +551,7 @@ fn lif_backward(a: BwdArgs<'_>, reset: SpikeReset, g: impl Fn(f32) -> f32) {
             *carry = k_v * dvp;
             *din = k_in * dvp;
         }),
-    }
+    })
 }
 
 /// Exponential synapse, BrainPy's `bp.dyn.Expon`: variable `g`; each step
@@ -683,11 +683,13 @@ macro_rules! linear_layer {
                     }
                 };
                 let k = exp_euler_c(dt, *tau) / *tau;
-                let update: fn(f32, f32, f32) -> f32 = $update;
+                let update = $update;
                 crate::par::zip2(st, i, |st, i| {
-                    st.iter_mut()
-                        .zip(i)
-                        .for_each(|(s, &x)| *s = update(*s, x, k))
+                    crate::par::wide(|| {
+                        st.iter_mut()
+                            .zip(i)
+                            .for_each(|(s, &x)| *s = update(*s, x, k))
+                    })
                 });
                 Ok(st)
             }
@@ -718,15 +720,17 @@ macro_rules! linear_layer {
                 let k = exp_euler_c(dt, self.tau) / self.tau;
                 let (k_keep, k_in): (f32, f32) = $back(k);
                 let part = |carry: &mut [f32], d_in: &mut [f32], d_out: &[f32]| {
-                    carry
-                        .iter_mut()
-                        .zip(d_in)
-                        .zip(d_out)
-                        .for_each(|((c, di), &d)| {
-                            let d = d + *c;
-                            *c = k_keep * d;
-                            *di = k_in * d;
-                        })
+                    crate::par::wide(|| {
+                        carry
+                            .iter_mut()
+                            .zip(d_in)
+                            .zip(d_out)
+                            .for_each(|((c, di), &d)| {
+                                let d = d + *c;
+                                *c = k_keep * d;
+                                *di = k_in * d;
+                            })
+                    })
                 };
                 if crate::par::worth(n) {
                     let m = crate::par::mid(n);
