@@ -317,7 +317,10 @@ fn add_rows(out: &mut [f32], n_out: usize, e: &EventsRef<'_>, w: &[f32]) {
 }
 
 fn add_rows_part(out: &mut [f32], n_out: usize, e: &EventsRef<'_>, w: &[f32]) {
-    par::wide(|| add_rows_loop(out, n_out, e, w))
+    par::wide(
+        #[inline(always)]
+        || add_rows_loop(out, n_out, e, w),
+    )
 }
 
 #[inline(always)]
@@ -355,7 +358,10 @@ fn add_outer(gw: &mut [f32], n_out: usize, e: &EventsRef<'_>, d: &[f32]) {
 
 /// [`add_outer`] for the rows `lo..lo + gw.len() / n_out` of the gradient.
 fn add_outer_part(gw: &mut [f32], lo: usize, n_out: usize, e: &EventsRef<'_>, d: &[f32]) {
-    par::wide(|| add_outer_loop(gw, lo, n_out, e, d))
+    par::wide(
+        #[inline(always)]
+        || add_outer_loop(gw, lo, n_out, e, d),
+    )
 }
 
 #[inline(always)]
@@ -484,11 +490,14 @@ impl Layer for Dense {
         let (n_in, n_out) = (self.num_in, self.num_out);
         let rows = d_out.len() / n_out;
         let sum_rows = |gb: &mut [f32], lo: usize| {
-            par::wide(|| {
-                for r in d_out.chunks_exact(n_out) {
-                    gb.iter_mut().zip(&r[lo..]).for_each(|(g, d)| *g += d);
-                }
-            })
+            par::wide(
+                #[inline(always)]
+                || {
+                    for r in d_out.chunks_exact(n_out) {
+                        gb.iter_mut().zip(&r[lo..]).for_each(|(g, d)| *g += d);
+                    }
+                },
+            )
         };
         if n_out >= 128 && par::worth(d_out.len()) {
             // Two halves of the columns: each sums its columns over the rows in order.

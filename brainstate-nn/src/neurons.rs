@@ -431,30 +431,33 @@ fn lif_update_part(
     training: bool,
 ) {
     let (v_rest, r, v_th, v_reset) = (p.v_rest, p.r, p.v_th, p.v_reset);
-    crate::par::wide(|| match (training, p.spk_reset) {
-        (false, _) => lif_pass(v, i, o, tape, move |v, i| {
-            let vp = v + k * (v_rest - v + r * i);
-            let spiking = vp >= v_th;
-            (
-                vp,
-                if spiking { 1.0 } else { 0.0 },
-                if spiking { v_reset } else { vp },
-            )
-        }),
-        (true, SpikeReset::Soft) => {
-            let jump = v_th - v_reset;
-            lif_pass(v, i, o, tape, move |v, i| {
+    crate::par::wide(
+        #[inline(always)]
+        || match (training, p.spk_reset) {
+            (false, _) => lif_pass(v, i, o, tape, move |v, i| {
+                let vp = v + k * (v_rest - v + r * i);
+                let spiking = vp >= v_th;
+                (
+                    vp,
+                    if spiking { 1.0 } else { 0.0 },
+                    if spiking { v_reset } else { vp },
+                )
+            }),
+            (true, SpikeReset::Soft) => {
+                let jump = v_th - v_reset;
+                lif_pass(v, i, o, tape, move |v, i| {
+                    let vp = v + k * (v_rest - v + r * i);
+                    let s = if vp >= v_th { 1.0 } else { 0.0 };
+                    (vp, s, vp - jump * s)
+                })
+            }
+            (true, SpikeReset::Hard) => lif_pass(v, i, o, tape, move |v, i| {
                 let vp = v + k * (v_rest - v + r * i);
                 let s = if vp >= v_th { 1.0 } else { 0.0 };
-                (vp, s, vp - jump * s)
-            })
-        }
-        (true, SpikeReset::Hard) => lif_pass(v, i, o, tape, move |v, i| {
-            let vp = v + k * (v_rest - v + r * i);
-            let s = if vp >= v_th { 1.0 } else { 0.0 };
-            (vp, s, vp + (v_reset - vp) * s)
-        }),
-    })
+                (vp, s, vp + (v_reset - vp) * s)
+            }),
+        },
+    )
 }
 
 /// Applies `f(V, I) -> (vp, spike, V')` element-wise (equal lengths checked by the caller).
@@ -532,26 +535,29 @@ fn lif_backward(a: BwdArgs<'_>, reset: SpikeReset, g: impl Fn(f32) -> f32) {
     } = a;
     let keep = if detach { 0.0 } else { 1.0 };
     let it = vpre.iter().zip(d_out).zip(carry.iter_mut()).zip(d_in.iter_mut());
-    crate::par::wide(|| match reset {
-        SpikeReset::Soft => {
-            let c_soft = keep * (v_th - v_reset);
-            it.for_each(|(((&vp, &dout), carry), din)| {
+    crate::par::wide(
+        #[inline(always)]
+        || match reset {
+            SpikeReset::Soft => {
+                let c_soft = keep * (v_th - v_reset);
+                it.for_each(|(((&vp, &dout), carry), din)| {
+                    let dv = *carry;
+                    let dvp = dv + (dout - c_soft * dv) * g(vp - v_th);
+                    *carry = k_v * dvp;
+                    *din = k_in * dvp;
+                })
+            }
+            SpikeReset::Hard => it.for_each(|(((&vp, &dout), carry), din)| {
+                let u = vp - v_th;
+                let s = if u >= 0.0 { 1.0 } else { 0.0 };
                 let dv = *carry;
-                let dvp = dv + (dout - c_soft * dv) * g(vp - v_th);
+                let ds = dout + keep * dv * (v_reset - vp);
+                let dvp = dv * (1.0 - s) + ds * g(u);
                 *carry = k_v * dvp;
                 *din = k_in * dvp;
-            })
-        }
-        SpikeReset::Hard => it.for_each(|(((&vp, &dout), carry), din)| {
-            let u = vp - v_th;
-            let s = if u >= 0.0 { 1.0 } else { 0.0 };
-            let dv = *carry;
-            let ds = dout + keep * dv * (v_reset - vp);
-            let dvp = dv * (1.0 - s) + ds * g(u);
-            *carry = k_v * dvp;
-            *din = k_in * dvp;
-        }),
-    })
+            }),
+        },
+    )
 }
 
 /// Exponential synapse, BrainPy's `bp.dyn.Expon`: variable `g`; each step
@@ -685,11 +691,14 @@ macro_rules! linear_layer {
                 let k = exp_euler_c(dt, *tau) / *tau;
                 let update = $update;
                 crate::par::zip2(st, i, |st, i| {
-                    crate::par::wide(|| {
-                        st.iter_mut()
-                            .zip(i)
-                            .for_each(|(s, &x)| *s = update(*s, x, k))
-                    })
+                    crate::par::wide(
+                        #[inline(always)]
+                        || {
+                            st.iter_mut()
+                                .zip(i)
+                                .for_each(|(s, &x)| *s = update(*s, x, k))
+                        },
+                    )
                 });
                 Ok(st)
             }
@@ -720,17 +729,20 @@ macro_rules! linear_layer {
                 let k = exp_euler_c(dt, self.tau) / self.tau;
                 let (k_keep, k_in): (f32, f32) = $back(k);
                 let part = |carry: &mut [f32], d_in: &mut [f32], d_out: &[f32]| {
-                    crate::par::wide(|| {
-                        carry
-                            .iter_mut()
-                            .zip(d_in)
-                            .zip(d_out)
-                            .for_each(|((c, di), &d)| {
-                                let d = d + *c;
-                                *c = k_keep * d;
-                                *di = k_in * d;
-                            })
-                    })
+                    crate::par::wide(
+                        #[inline(always)]
+                        || {
+                            carry
+                                .iter_mut()
+                                .zip(d_in)
+                                .zip(d_out)
+                                .for_each(|((c, di), &d)| {
+                                    let d = d + *c;
+                                    *c = k_keep * d;
+                                    *di = k_in * d;
+                                })
+                        },
+                    )
                 };
                 if crate::par::worth(n) {
                     let m = crate::par::mid(n);

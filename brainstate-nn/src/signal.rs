@@ -114,23 +114,48 @@ impl Events {
         if !probe.is_empty() && seen * x.len() > 2 * max_nnz * probe.len() {
             return false;
         }
+        crate::par::wide(
+            #[inline(always)]
+            || self.collect_rows(x, cols, max_nnz),
+        )
+    }
+
+    /// The scan of [`Events::collect`]: 16 values at a time into a bit mask, then only the set
+    /// bits are visited (silent stretches cost one compare per 16 values).
+    #[inline(always)]
+    fn collect_rows(&mut self, x: &[f32], cols: usize, max_nnz: usize) -> bool {
         for row in x.chunks_exact(cols) {
-            // Silent stretches are skipped 16 values at a time.
             let mut base = 0;
-            for chunk in row.chunks(16) {
-                if chunk.iter().fold(0u32, |acc, v| acc | (*v != 0.0) as u32) != 0 {
-                    for (i, &v) in chunk.iter().enumerate() {
-                        if v != 0.0 {
-                            if self.idx.len() >= max_nnz {
-                                return false;
-                            }
-                            self.idx.push((base + i) as u32);
-                            self.val.push(v);
-                            self.binary &= v == 1.0;
-                        }
+            let mut chunks = row.chunks_exact(16);
+            for chunk in &mut chunks {
+                let mut mask = 0u32;
+                for (j, v) in chunk.iter().enumerate() {
+                    mask |= u32::from(*v != 0.0) << j;
+                }
+                if mask != 0 {
+                    if self.idx.len() + mask.count_ones() as usize > max_nnz {
+                        return false;
+                    }
+                    while mask != 0 {
+                        let j = mask.trailing_zeros() as usize;
+                        mask &= mask - 1;
+                        let v = chunk[j];
+                        self.idx.push((base + j) as u32);
+                        self.val.push(v);
+                        self.binary &= v == 1.0;
                     }
                 }
-                base += chunk.len();
+                base += 16;
+            }
+            for (j, &v) in chunks.remainder().iter().enumerate() {
+                if v != 0.0 {
+                    if self.idx.len() >= max_nnz {
+                        return false;
+                    }
+                    self.idx.push((base + j) as u32);
+                    self.val.push(v);
+                    self.binary &= v == 1.0;
+                }
             }
             self.row_ptr.push(self.idx.len());
         }
