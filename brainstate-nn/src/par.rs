@@ -10,34 +10,32 @@ use ndarray::{ArrayView2, ArrayViewMut2, Axis};
 /// Number of threads the layers use: `BRAINSTATE_NUM_THREADS`, else `MATMUL_NUM_THREADS`, else
 /// the number of cores (at most 2 are used); 1 without the `threading` feature. Read once.
 pub fn num_threads() -> usize {
-    #[cfg(feature = "threading")]
-    {
-        pool().map_or(1, |p| p.current_num_threads())
+    if helper().is_some() {
+        2
+    } else {
+        1
     }
-    #[cfg(not(feature = "threading"))]
-    1
 }
 
 #[cfg(feature = "threading")]
-fn pool() -> Option<&'static rayon::ThreadPool> {
+fn helper() -> Option<&'static pool::Helper> {
     use std::sync::OnceLock;
-    static POOL: OnceLock<Option<rayon::ThreadPool>> = OnceLock::new();
-    POOL.get_or_init(|| {
+    static HELPER: OnceLock<Option<&'static pool::Helper>> = OnceLock::new();
+    *HELPER.get_or_init(|| {
         let from_env = |k: &str| std::env::var(k).ok().and_then(|v| v.trim().parse::<usize>().ok());
         let n = from_env("BRAINSTATE_NUM_THREADS")
             .or_else(|| from_env("MATMUL_NUM_THREADS"))
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
-            .clamp(1, 2);
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
         if n < 2 {
             return None;
         }
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(n)
-            .thread_name(|i| format!("brainstate-{i}"))
-            .build()
-            .ok()
+        pool::Helper::start()
     })
-    .as_ref()
+}
+
+#[cfg(not(feature = "threading"))]
+fn helper() -> Option<&'static ()> {
+    None
 }
 
 /// True when work of `size` elements is worth splitting across the threads.
@@ -45,15 +43,17 @@ pub(crate) fn worth(size: usize) -> bool {
     size >= 1 << 15 && num_threads() > 1
 }
 
-/// Runs `a` and `b`, in parallel when there is more than one thread.
+/// Runs `a` and `b`, in parallel when there is more than one thread: `a` on the calling
+/// thread, `b` on the helper thread (both on the caller when the helper is busy, e.g. in a nested
+/// call or from another thread).
 pub(crate) fn join<A, B>(a: A, b: B)
 where
     A: FnOnce() + Send,
     B: FnOnce() + Send,
 {
     #[cfg(feature = "threading")]
-    if let Some(p) = pool() {
-        p.join(a, b);
+    if let Some(h) = helper() {
+        h.join(a, b);
         return;
     }
     a();
@@ -67,10 +67,7 @@ pub(crate) fn mid(len: usize) -> usize {
 }
 
 /// Runs `f` over `(x, y)` element chunks, in two parts when large: `f(x_part, y_part)`.
-pub(crate) fn zip2<A: Send, B: Send>(x: &mut [A], y: &[B], f: impl Fn(&mut [A], &[B]) + Sync)
-where
-    B: Sync,
-{
+pub(crate) fn zip2<A: Send, B: Send + Sync>(x: &mut [A], y: &[B], f: impl Fn(&mut [A], &[B]) + Sync) {
     if worth(x.len()) && y.len() == x.len() {
         let m = mid(x.len());
         let (x0, x1) = x.split_at_mut(m);
@@ -134,4 +131,191 @@ pub(crate) fn wide<R>(f: impl FnOnce() -> R) -> R {
         }
     }
     f()
+}
+
+/// One persistent helper thread: the caller of [`join`] runs one half itself and hands the other
+/// to the helper, which spins briefly between jobs (steps come every few hundred microseconds)
+/// and then sleeps. No allocation per job.
+#[cfg(feature = "threading")]
+mod pool {
+    use std::any::Any;
+    use std::cell::UnsafeCell;
+    use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::*};
+    use std::sync::{Condvar, Mutex};
+    use std::time::{Duration, Instant};
+
+    /// How long the idle helper spins before it sleeps.
+    const SPIN: Duration = Duration::from_micros(200);
+
+    type Job = *mut (dyn FnMut() + Send);
+
+    pub(super) struct Helper {
+        /// Held by the one caller whose job the helper runs (others run both halves themselves).
+        owner: Mutex<()>,
+        /// Number of jobs posted; the job of the latest is in `job`.
+        posted: AtomicU64,
+        /// Number of jobs finished.
+        done: AtomicU64,
+        job: UnsafeCell<Option<Job>>,
+        panic: Mutex<Option<Box<dyn Any + Send>>>,
+        sleeping: AtomicBool,
+        lock: Mutex<()>,
+        wake: Condvar,
+    }
+
+    // SAFETY: `job` is written only by the caller holding `owner` before it publishes the job
+    // with `posted` (Release), and read only by the helper after it sees that count (Acquire);
+    // the caller does not touch it again until the helper has published `done`.
+    unsafe impl Sync for Helper {}
+
+    impl Helper {
+        pub(super) fn start() -> Option<&'static Helper> {
+            let h: &'static Helper = Box::leak(Box::new(Helper {
+                owner: Mutex::new(()),
+                posted: AtomicU64::new(0),
+                done: AtomicU64::new(0),
+                job: UnsafeCell::new(None),
+                panic: Mutex::new(None),
+                sleeping: AtomicBool::new(false),
+                lock: Mutex::new(()),
+                wake: Condvar::new(),
+            }));
+            std::thread::Builder::new()
+                .name("brainstate-helper".into())
+                .spawn(move || h.run())
+                .ok()?;
+            Some(h)
+        }
+
+        fn run(&self) {
+            let mut seen = 0u64;
+            loop {
+                let t0 = Instant::now();
+                let mut spins = 0u32;
+                while self.posted.load(Acquire) == seen {
+                    std::hint::spin_loop();
+                    spins += 1;
+                    if spins & 255 == 0 && t0.elapsed() > SPIN {
+                        let mut g = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+                        self.sleeping.store(true, SeqCst);
+                        while self.posted.load(SeqCst) == seen {
+                            g = self.wake.wait(g).unwrap_or_else(|e| e.into_inner());
+                        }
+                        self.sleeping.store(false, SeqCst);
+                    }
+                }
+                seen = self.posted.load(Acquire);
+                // SAFETY: the caller stored the job before publishing `seen` and keeps it (and
+                // everything it borrows) alive until `done` reaches `seen` (see `join`).
+                let job = unsafe { (*self.job.get()).take() };
+                if let Some(job) = job {
+                    // SAFETY: as above; the job is called once, by this thread only.
+                    let r = catch_unwind(AssertUnwindSafe(|| unsafe { (*job)() }));
+                    if let Err(p) = r {
+                        *self.panic.lock().unwrap_or_else(|e| e.into_inner()) = Some(p);
+                    }
+                }
+                self.done.store(seen, Release);
+            }
+        }
+
+        pub(super) fn join<A, B>(&self, a: A, b: B)
+        where
+            A: FnOnce() + Send,
+            B: FnOnce() + Send,
+        {
+            let Ok(_owner) = self.owner.try_lock() else {
+                a();
+                b();
+                return;
+            };
+            let mut b = Some(b);
+            let mut call_b = || {
+                if let Some(b) = b.take() {
+                    b()
+                }
+            };
+            let job: &mut (dyn FnMut() + Send) = &mut call_b;
+            // SAFETY: erases the lifetime of a borrow of `call_b`, which lives on this stack
+            // frame; `Wait` below does not let the frame go (returning or unwinding) before the
+            // helper has finished the job.
+            let job: Job = unsafe { std::mem::transmute::<&mut (dyn FnMut() + Send), Job>(job) };
+            // SAFETY: we hold `owner`, and the helper has finished the previous job (every
+            // owner waits for `done` before releasing `owner`), so nobody else touches `job`.
+            unsafe { *self.job.get() = Some(job) };
+            let n = self.posted.fetch_add(1, SeqCst) + 1;
+            if self.sleeping.load(SeqCst) {
+                let _g = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+                self.wake.notify_one();
+            }
+            struct Wait<'a>(&'a Helper, u64);
+            impl Drop for Wait<'_> {
+                fn drop(&mut self) {
+                    let mut spins = 0u32;
+                    while self.0.done.load(Acquire) < self.1 {
+                        spins = spins.wrapping_add(1);
+                        if spins < 1 << 14 {
+                            std::hint::spin_loop();
+                        } else {
+                            std::thread::yield_now();
+                        }
+                    }
+                    if std::thread::panicking() {
+                        // `a` panicked: that panic goes on; one of `b` is dropped.
+                        self.0.panic.lock().unwrap_or_else(|e| e.into_inner()).take();
+                    }
+                }
+            }
+            let wait = Wait(self, n);
+            a();
+            drop(wait);
+            if let Some(p) = self.panic.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                resume_unwind(p);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn join_runs_both_halves_nested_and_from_many_threads() {
+        std::thread::scope(|s| {
+            for t in 0..4u32 {
+                s.spawn(move || {
+                    for i in 0..200u32 {
+                        let (mut a, mut b, mut c) = (0, 0, 0);
+                        join(|| a = i + t, || join(|| b = 2 * i, || c = 3 * i));
+                        assert_eq!((a, b, c), (i + t, 2 * i, 3 * i));
+                    }
+                });
+            }
+        });
+    }
+
+    #[test]
+    fn a_panic_in_either_half_reaches_the_caller() {
+        let r = std::panic::catch_unwind(|| join(|| (), || panic!("in b")));
+        assert!(r.is_err());
+        let r = std::panic::catch_unwind(|| join(|| panic!("in a"), || ()));
+        assert!(r.is_err());
+        let mut x = 0;
+        join(|| (), || x = 1);
+        assert_eq!(x, 1);
+    }
+
+    #[test]
+    fn split_product_equals_whole_product() {
+        let (m, k, n) = (64, 300, 700);
+        let a = ndarray::Array2::from_shape_fn((m, k), |(i, j)| ((i * 7 + j * 3) % 11) as f32 * 0.37 - 1.1);
+        let b = ndarray::Array2::from_shape_fn((k, n), |(i, j)| ((i * 5 + j) % 13) as f32 * 0.21 - 1.3);
+        let mut whole = ndarray::Array2::<f32>::ones((m, n));
+        general_mat_mul(1.0, &a, &b, 1.0, &mut whole);
+        let mut split = ndarray::Array2::<f32>::ones((m, n));
+        gemm(1.0, &a.view(), &b.view(), 1.0, &mut split.view_mut());
+        assert!(whole.iter().zip(&split).all(|(x, y)| x.to_bits() == y.to_bits()));
+    }
 }
