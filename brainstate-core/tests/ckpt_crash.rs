@@ -1,4 +1,4 @@
-//! Crash tests (D.1 F1, F5, F9): a real child process is SIGKILLed in the middle of saves.
+//! Crash tests (D.1 F1, F5, F9; D.3 L6): a real child process is SIGKILLed in the middle of saves.
 //!
 //! The child is this test binary re-run with `BST_CRASH_CHILD` set, on the `child_*` entry
 //! points, which do nothing in a normal run.
@@ -201,4 +201,99 @@ fn killed_managers_leave_whole_committed_steps() {
         assert_eq!(temps, 0, "iteration {i}: opening the manager cleans stale temps");
     }
     assert!(last_seen.is_some_and(|s| s > 0));
+}
+
+/// Child: a manager keeping the last 3 saves small steps forever, reporting its open file
+/// descriptors every 50 saves.
+#[test]
+fn child_soak_saver() {
+    let Some(d) = std::env::var_os(ENV) else { return };
+    let d = Path::new(&d);
+    let o = ManagerOptions {
+        keep_last: Some(3),
+        ..ManagerOptions::default()
+    };
+    let mut m = CheckpointManager::open(d, o).unwrap();
+    let mut s = m.latest_step().map_or(0, |s| s + 1);
+    let status = d.with_extension("fds");
+    loop {
+        m.save(
+            s,
+            &pytree! { "step" => s, "w" => tensor(DType::F32, &[64], s as u8) },
+            None,
+        )
+        .unwrap();
+        if s % 50 == 0 {
+            let fds = std::fs::read_dir("/proc/self/fd").map_or(0, |r| r.count());
+            std::fs::write(&status, format!("{s} {fds}")).unwrap();
+        }
+        s += 1;
+    }
+}
+
+/// Soak (D.3 L6): 10,000 managed saves with `keep_last = 3`, the saver killed every few dozen
+/// saves. On every restart: at most 3 + 1 committed steps (retention runs after the commit), no
+/// orphaned temps once the manager is open, the latest step loads, the folder stays small, and
+/// the saver's open file descriptors do not grow.
+#[test]
+fn soak_ten_thousand_saves_with_kills() {
+    if std::env::var_os(ENV).is_some() {
+        return;
+    }
+    let d = tempdir("soak");
+    let status = d.with_extension("fds");
+    let mut seed = 0x1234_5678_9abc_def1u64;
+    let (mut kills, mut fds_seen) = (0, Vec::new());
+    let t0 = std::time::Instant::now();
+    loop {
+        let mut child = spawn("child_soak_saver", &d);
+        std::thread::sleep(Duration::from_millis(40 + rng(&mut seed) % 200));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        kills += 1;
+        let o = ManagerOptions {
+            keep_last: Some(3),
+            ..ManagerOptions::default()
+        };
+        let m = CheckpointManager::open(&d, o).unwrap_or_else(|e| panic!("restart {kills}: {e}"));
+        let steps = m.steps();
+        assert!(steps.len() <= 4, "restart {kills}: {steps:?}");
+        if let Some(s) = m.latest_step() {
+            let t = m
+                .restore(None)
+                .unwrap_or_else(|e| panic!("restart {kills} step {s}: {e}"));
+            assert_eq!(t.get("step").unwrap().i64().unwrap(), s as i64);
+        }
+        let (mut files, mut bytes) = (0, 0);
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            assert!(!name.contains(".bst-tmp-"), "restart {kills}: orphan {name}");
+            files += 1;
+            bytes += e.metadata().unwrap().len();
+        }
+        assert!(
+            files <= 5 && bytes < 64 << 10,
+            "restart {kills}: {files} files, {bytes} B"
+        );
+        if let Ok(st) = std::fs::read_to_string(&status) {
+            if let Some((_, f)) = st.split_once(' ') {
+                fds_seen.push(f.parse::<usize>().unwrap());
+            }
+        }
+        if m.latest_step().is_some_and(|s| s >= 10_000) {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(600),
+            "soak too slow: {:?}",
+            m.latest_step()
+        );
+    }
+    let (min, max) = (fds_seen.iter().min().copied(), fds_seen.iter().max().copied());
+    eprintln!("soak: {kills} kills; the saver held {min:?}..={max:?} file descriptors");
+    assert!(kills >= 10, "only {kills} kills");
+    assert!(
+        max.is_some_and(|m| m <= 32),
+        "the saver held up to {max:?} file descriptors"
+    );
 }
