@@ -76,7 +76,17 @@ fn fingerprint(net: &mut TutorialSnn) -> u64 {
     h
 }
 
-fn train(c: &Case, epochs: usize) -> (f64, f64, f32, f32, f64, u64) {
+struct Run {
+    first: f64,
+    steady: f64,
+    best: f64,
+    loss0: f32,
+    loss1: f32,
+    cpu: f64,
+    fingerprint: u64,
+}
+
+fn train(c: &Case, epochs: usize) -> Run {
     let (mut net, mut opt, x, y) = setup(c, 0);
     let mut trainer = Bptt::new(1.0);
     let mut times = Vec::new();
@@ -94,33 +104,31 @@ fn train(c: &Case, epochs: usize) -> (f64, f64, f32, f32, f64, u64) {
         losses.push(l);
     }
     let cpu = (cpu_s() - cpu0) / (epochs - 1) as f64;
-    let first = times[0];
-    let steady = median(times[1..].to_vec());
-    (
-        first,
-        steady,
-        losses[0],
-        *losses.last().unwrap(),
+    Run {
+        first: times[0],
+        steady: median(times[1..].to_vec()),
+        best: times[1..].iter().copied().fold(f64::INFINITY, f64::min),
+        loss0: losses[0],
+        loss1: *losses.last().unwrap(),
         cpu,
-        fingerprint(&mut net),
-    )
+        fingerprint: fingerprint(&mut net),
+    }
 }
 
-fn forward(c: &Case, reps: usize) -> (f64, f64) {
+fn forward(c: &Case, reps: usize) -> (f64, f64, f64) {
     let (mut net, _, x, _) = setup(c, 0);
     let mut trainer = Bptt::new(1.0);
     trainer.forward(&mut net, &x, false).unwrap();
     let cpu0 = cpu_s();
-    let wall = median(
-        (0..reps)
-            .map(|_| {
-                let t0 = Instant::now();
-                trainer.forward(&mut net, &x, false).unwrap();
-                t0.elapsed().as_secs_f64()
-            })
-            .collect(),
-    );
-    (wall, (cpu_s() - cpu0) / reps as f64)
+    let times: Vec<f64> = (0..reps)
+        .map(|_| {
+            let t0 = Instant::now();
+            trainer.forward(&mut net, &x, false).unwrap();
+            t0.elapsed().as_secs_f64()
+        })
+        .collect();
+    let best = times.iter().copied().fold(f64::INFINITY, f64::min);
+    (median(times), (cpu_s() - cpu0) / reps as f64, best)
 }
 
 fn main() {
@@ -170,10 +178,18 @@ fn main() {
             continue;
         }
         let e = if c.name == "small" { epochs.max(20) } else { epochs };
-        let (first, steady, l0, l1, cpu, fp) = train(c, e);
+        let Run {
+            first,
+            steady,
+            best,
+            loss0: l0,
+            loss1: l1,
+            cpu,
+            fingerprint: fp,
+        } = train(c, e);
         println!(
-            "[{}] epochs {e}: first {first:.4} s, steady median {steady:.5} s (CPU {cpu:.5} s per epoch); \
-             loss {l0:.4} -> {l1:.4}; parameters {fp:016x}",
+            "[{}] epochs {e}: first {first:.4} s, steady median {steady:.5} s, best {best:.5} s (CPU {cpu:.5} s \
+             per epoch); loss {l0:.4} -> {l1:.4}; parameters {fp:016x}",
             c.name
         );
         let mut entry = format!(
@@ -195,9 +211,10 @@ fn main() {
         summary.push(entry + "}");
     }
     if which == "all" || which == "fwd" {
-        let (s, cpu) = forward(&sparse, 10);
+        let (s, cpu, best) = forward(&sparse, 10);
         println!(
-            "[fwd] 700->1000->20, batch 256, 1% input: {s:.5} s per 100 steps (CPU {cpu:.5} s), {:.0} steps/s",
+            "[fwd] 700->1000->20, batch 256, 1% input: {s:.5} s per 100 steps (best {best:.5} s, CPU {cpu:.5} s), \
+             {:.0} steps/s",
             100.0 / s
         );
         summary.push(format!(

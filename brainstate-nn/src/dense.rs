@@ -11,10 +11,16 @@ use ndarray::{Array1, Array2, ArrayView2, ArrayViewMut2};
 
 /// Most nonzeros for which the event path (a spike adds a row of weights, silence costs nothing)
 /// beats the matrix multiply: an event costs about `n_out + 16` scalar adds, the multiply
-/// `rows * n_in * n_out` multiply-adds at about 8 per add of the event loop.
+/// `rows * n_in * n_out` multiply-adds at about 8 per add of the event loop, but only about 2
+/// when `n_out` is narrower than a few of its 16-wide tiles.
 fn max_events(rows: usize, n_in: usize, n_out: usize) -> usize {
-    rows * n_in * n_out / (8 * (n_out + 16))
+    let per_add = if n_out < NARROW { 2 } else { 8 };
+    rows * n_in * n_out / (per_add * (n_out + 16))
 }
+
+/// Outputs up to this many make a layer narrow: its input gradient `d W^T` (inner dimension
+/// `n_out`) runs in a register-blocked loop instead of the matrix multiply.
+const NARROW: usize = 64;
 
 /// Products small enough that direct loops (skipping zero inputs) beat the matrix multiply's
 /// packing and the event list's bookkeeping.
@@ -61,9 +67,11 @@ impl DenseTape {
                 self.row_ptr.extend(e.row_ptr.iter().map(|p| base + (p - first)));
                 let (lo, hi) = (first, *e.row_ptr.last().unwrap_or(&first));
                 self.idx.extend_from_slice(&e.idx[lo..hi]);
-                match e.val {
-                    Some(v) => self.val.extend_from_slice(&v[lo..hi]),
-                    None => self.val.extend(std::iter::repeat_n(1.0, hi - lo)),
+                // Values are kept only for valued steps (binary ones read no values); `val`
+                // shares the offsets of `idx`, so it is padded up to this step's first event.
+                if let Some(v) = e.val {
+                    self.val.resize(base, 0.0);
+                    self.val.extend_from_slice(&v[lo..hi]);
                 }
                 self.steps.push(TapeStep::Events {
                     ptr,
@@ -112,6 +120,7 @@ pub struct Dense {
     grad_b: Vec<f32>,
     d_in: Vec<f32>,
     small_t: Vec<f32>,
+    wt: Vec<f32>,
 }
 
 impl Dense {
@@ -186,6 +195,7 @@ impl Dense {
             grad_b: vec![0.0; num_out],
             d_in: Vec::new(),
             small_t: Vec::new(),
+            wt: Vec::new(),
         }
     }
 
@@ -387,6 +397,58 @@ fn add_outer_loop(gw: &mut [f32], lo: usize, n_out: usize, e: &EventsRef<'_>, d:
     }
 }
 
+/// `d_in = d W^T` for a narrow layer from `wt = W^T` (`n_out x n_in`): 64 inputs at a time are
+/// accumulated in registers over the `n_out` terms, as fused multiply-adds in the order of the
+/// matrix multiply's kernel (from zero, `j` ascending), so the values are the same. Two halves
+/// of the rows across the threads when large.
+fn narrow_d_in(d_in: &mut [f32], d: &[f32], wt: &[f32], n_in: usize, n_out: usize) {
+    let rows = d.len() / n_out;
+    if rows >= 2 && par::worth(rows * n_in) {
+        let m = rows / 2;
+        let (i0, i1) = d_in.split_at_mut(m * n_in);
+        let (d0, d1) = d.split_at(m * n_out);
+        par::join(
+            || narrow_d_in_part(i0, d0, wt, n_in, n_out),
+            || narrow_d_in_part(i1, d1, wt, n_in, n_out),
+        );
+    } else {
+        narrow_d_in_part(d_in, d, wt, n_in, n_out);
+    }
+}
+
+fn narrow_d_in_part(d_in: &mut [f32], d: &[f32], wt: &[f32], n_in: usize, n_out: usize) {
+    par::wide(
+        #[inline(always)]
+        || {
+            const B: usize = 64;
+            for (ir, dr) in d_in.chunks_exact_mut(n_in).zip(d.chunks_exact(n_out)) {
+                let mut lo = 0;
+                for blk in ir.chunks_mut(B) {
+                    if blk.len() == B {
+                        let mut acc = [0.0f32; B];
+                        for (j, &dj) in dr.iter().enumerate() {
+                            let w: &[f32; B] = wt[j * n_in + lo..j * n_in + lo + B].try_into().expect("64");
+                            for (a, &w) in acc.iter_mut().zip(w) {
+                                *a = dj.mul_add(w, *a);
+                            }
+                        }
+                        blk.copy_from_slice(&acc);
+                    } else {
+                        for (c, o) in blk.iter_mut().enumerate() {
+                            let mut a = 0.0f32;
+                            for (j, &dj) in dr.iter().enumerate() {
+                                a = dj.mul_add(wt[j * n_in + lo + c], a);
+                            }
+                            *o = a;
+                        }
+                    }
+                    lo += B;
+                }
+            }
+        },
+    )
+}
+
 impl Layer for Dense {
     fn num_in(&self) -> usize {
         self.num_in
@@ -464,7 +526,22 @@ impl Layer for Dense {
         self.tape.clear();
     }
 
-    fn begin_backward(&mut self) {}
+    fn begin_backward(&mut self) {
+        // Narrow layers keep W^T for the input gradient of every step.
+        let (n_in, n_out) = (self.num_in, self.num_out);
+        self.wt.clear();
+        if n_out >= NARROW || n_in < 64 {
+            return;
+        }
+        if let Ok(w) = w_of(&self.w, &self.fixed_w, &self.name, n_in, n_out) {
+            self.wt.resize(n_in * n_out, 0.0);
+            for (i, wr) in w.chunks_exact(n_out).enumerate() {
+                for (j, &v) in wr.iter().enumerate() {
+                    self.wt[j * n_in + i] = v;
+                }
+            }
+        }
+    }
 
     fn zero_grad(&mut self) {
         self.grad_w.fill(0.0);
@@ -597,6 +674,10 @@ impl Layer for Dense {
             }
             return Ok(&self.d_in);
         }
+        if self.wt.len() == n_in * n_out && d_out.len() == rows * n_out {
+            narrow_d_in(&mut self.d_in, d_out, &self.wt, n_in, n_out);
+            return Ok(&self.d_in);
+        }
         let dv = ArrayView2::from_shape((rows, n_out), d_out).expect("shape");
         let mut iv = ArrayViewMut2::from_shape((rows, n_in), &mut self.d_in[..]).expect("shape");
         par::gemm(1.0, &dv, &wv.t(), 0.0, &mut iv);
@@ -610,6 +691,38 @@ impl Layer for Dense {
         }
         if let Some(b) = &mut self.b {
             f(&name, "b", b, &self.grad_b);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn narrow_input_gradient_matches_the_product() {
+        let (rows, n_in, n_out) = (37, 203, 20);
+        let w: Vec<f32> = (0..n_in * n_out)
+            .map(|k| ((k * 7919) % 97) as f32 / 97.0 - 0.5)
+            .collect();
+        let d: Vec<f32> = (0..rows * n_out)
+            .map(|k| ((k * 104_729) % 89) as f32 / 89.0 - 0.5)
+            .collect();
+        let mut wt = vec![0.0; n_in * n_out];
+        for i in 0..n_in {
+            for j in 0..n_out {
+                wt[j * n_in + i] = w[i * n_out + j];
+            }
+        }
+        let mut got = vec![0.0; rows * n_in];
+        narrow_d_in(&mut got, &d, &wt, n_in, n_out);
+        for b in 0..rows {
+            for i in 0..n_in {
+                let want: f64 = (0..n_out)
+                    .map(|j| f64::from(d[b * n_out + j]) * f64::from(w[i * n_out + j]))
+                    .sum();
+                assert!((f64::from(got[b * n_in + i]) - want).abs() < 1e-5, "{b} {i}");
+            }
         }
     }
 }

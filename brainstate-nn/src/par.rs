@@ -103,29 +103,34 @@ pub(crate) fn gemm(
 }
 
 /// Runs `f` compiled for the widest vector instructions the CPU has (AVX-512, else AVX2 on
-/// x86-64; as is elsewhere). Only the instruction width changes: no fused multiply-adds are
-/// formed, so results are the same bits as the baseline build.
+/// x86-64; as is elsewhere). Only the instruction width changes: the compiler forms no fused
+/// multiply-adds (only explicit `mul_add` is one), so results are the same bits as the baseline
+/// build.
 #[inline(always)]
 pub(crate) fn wide<R>(f: impl FnOnce() -> R) -> R {
     #[cfg(target_arch = "x86_64")]
     {
-        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,avx,popcnt,bmi1,bmi2")]
+        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,avx,fma,popcnt,bmi1,bmi2")]
         unsafe fn avx512<R>(f: impl FnOnce() -> R) -> R {
             f()
         }
-        #[target_feature(enable = "avx2,avx,popcnt,bmi1,bmi2")]
+        #[target_feature(enable = "avx2,avx,fma,popcnt,bmi1,bmi2")]
         unsafe fn avx2<R>(f: impl FnOnce() -> R) -> R {
             f()
         }
         if std::arch::is_x86_feature_detected!("avx512f")
             && std::arch::is_x86_feature_detected!("avx512bw")
             && std::arch::is_x86_feature_detected!("avx512vl")
+            && std::arch::is_x86_feature_detected!("fma")
             && std::arch::is_x86_feature_detected!("bmi2")
         {
             // SAFETY: the CPU has every feature the function is compiled for (checked above).
             return unsafe { avx512(f) };
         }
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("bmi2") {
+        if std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("fma")
+            && std::arch::is_x86_feature_detected!("bmi2")
+        {
             // SAFETY: as above, for AVX2.
             return unsafe { avx2(f) };
         }
