@@ -11,11 +11,9 @@ use ndarray::{Array1, Array2, ArrayView2, ArrayViewMut2};
 
 /// Most nonzeros for which the event path (a spike adds a row of weights, silence costs nothing)
 /// beats the matrix multiply: an event costs about `n_out + 16` scalar adds, the multiply
-/// `rows * n_in * n_out` multiply-adds at about 8 per add of the event loop, but only about 2
-/// when `n_out` is narrower than a few of its 16-wide tiles.
+/// `rows * n_in * n_out` multiply-adds at about 8 per add of the event loop.
 fn max_events(rows: usize, n_in: usize, n_out: usize) -> usize {
-    let per_add = if n_out < NARROW { 2 } else { 8 };
-    rows * n_in * n_out / (per_add * (n_out + 16))
+    rows * n_in * n_out / (8 * (n_out + 16))
 }
 
 /// Outputs up to this many make a layer narrow: its input gradient `d W^T` (inner dimension
@@ -397,7 +395,7 @@ fn add_outer_loop(gw: &mut [f32], lo: usize, n_out: usize, e: &EventsRef<'_>, d:
     }
 }
 
-/// `d_in = d W^T` for a narrow layer from `wt = W^T` (`n_out x n_in`): 64 inputs at a time are
+/// `d_in = d W^T` for a narrow layer from `wt = W^T` (`n_out x n_in`): 128 inputs at a time are
 /// accumulated in registers over the `n_out` terms, as fused multiply-adds in the order of the
 /// matrix multiply's kernel (from zero, `j` ascending), so the values are the same. Two halves
 /// of the rows across the threads when large.
@@ -420,29 +418,37 @@ fn narrow_d_in_part(d_in: &mut [f32], d: &[f32], wt: &[f32], n_in: usize, n_out:
     par::wide(
         #[inline(always)]
         || {
-            const B: usize = 64;
-            for (ir, dr) in d_in.chunks_exact_mut(n_in).zip(d.chunks_exact(n_out)) {
-                let mut lo = 0;
-                for blk in ir.chunks_mut(B) {
-                    if blk.len() == B {
-                        let mut acc = [0.0f32; B];
-                        for (j, &dj) in dr.iter().enumerate() {
-                            let w: &[f32; B] = wt[j * n_in + lo..j * n_in + lo + B].try_into().expect("64");
-                            for (a, &w) in acc.iter_mut().zip(w) {
-                                *a = dj.mul_add(w, *a);
-                            }
-                        }
-                        blk.copy_from_slice(&acc);
-                    } else {
-                        for (c, o) in blk.iter_mut().enumerate() {
-                            let mut a = 0.0f32;
-                            for (j, &dj) in dr.iter().enumerate() {
-                                a = dj.mul_add(wt[j * n_in + lo + c], a);
-                            }
-                            *o = a;
-                        }
+            // 8 vectors of accumulators: enough independent chains to hide the FMA latency.
+            const B: usize = 128;
+            let block = |ir: &mut [f32], dr: &[f32], lo: usize| {
+                let mut acc = [0.0f32; B];
+                for (j, &dj) in dr.iter().enumerate() {
+                    let w: &[f32; B] = wt[j * n_in + lo..j * n_in + lo + B].try_into().expect("128");
+                    for (a, &w) in acc.iter_mut().zip(w) {
+                        *a = dj.mul_add(w, *a);
                     }
-                    lo += B;
+                }
+                ir[lo..lo + B].copy_from_slice(&acc);
+            };
+            if n_in >= B {
+                // Block by block, so the block's 128 columns of W^T stay in L1 over all rows.
+                // The last block overlaps the one before when B does not divide n_in;
+                // overlapping values are computed the same way and written with the same bits.
+                let last = (n_in % B != 0).then_some(n_in - B);
+                for lo in (0..n_in - B + 1).step_by(B).chain(last) {
+                    for (ir, dr) in d_in.chunks_exact_mut(n_in).zip(d.chunks_exact(n_out)) {
+                        block(ir, dr, lo);
+                    }
+                }
+            } else {
+                for (ir, dr) in d_in.chunks_exact_mut(n_in).zip(d.chunks_exact(n_out)) {
+                    for (c, o) in ir.iter_mut().enumerate() {
+                        let mut a = 0.0f32;
+                        for (j, &dj) in dr.iter().enumerate() {
+                            a = dj.mul_add(wt[j * n_in + c], a);
+                        }
+                        *o = a;
+                    }
                 }
             }
         },
@@ -701,7 +707,12 @@ mod tests {
 
     #[test]
     fn narrow_input_gradient_matches_the_product() {
-        let (rows, n_in, n_out) = (37, 203, 20);
+        for (rows, n_in, n_out) in [(37, 203, 20), (5, 100, 7), (9, 256, 3)] {
+            check_narrow(rows, n_in, n_out);
+        }
+    }
+
+    fn check_narrow(rows: usize, n_in: usize, n_out: usize) {
         let w: Vec<f32> = (0..n_in * n_out)
             .map(|k| ((k * 7919) % 97) as f32 / 97.0 - 0.5)
             .collect();
