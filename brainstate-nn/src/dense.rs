@@ -434,7 +434,7 @@ fn narrow_d_in_part(d_in: &mut [f32], d: &[f32], wt: &[f32], n_in: usize, n_out:
                 // Block by block, so the block's 128 columns of W^T stay in L1 over all rows.
                 // The last block overlaps the one before when B does not divide n_in;
                 // overlapping values are computed the same way and written with the same bits.
-                let last = (n_in % B != 0).then_some(n_in - B);
+                let last = (n_in & (B - 1) != 0).then_some(n_in - B);
                 for lo in (0..n_in - B + 1).step_by(B).chain(last) {
                     for (ir, dr) in d_in.chunks_exact_mut(n_in).zip(d.chunks_exact(n_out)) {
                         block(ir, dr, lo);
