@@ -39,7 +39,10 @@ struct DenseTape {
     row_ptr: Vec<usize>,
     idx: Vec<u32>,
     val: Vec<f32>,
+    /// Dense inputs, `dense_len` of them in use (kept at full length between epochs, so a step
+    /// is a plain copy, in two halves across the threads, without growing or zero-filling).
     dense: Vec<f32>,
+    dense_len: usize,
 }
 
 impl DenseTape {
@@ -48,16 +51,26 @@ impl DenseTape {
         self.row_ptr.clear();
         self.idx.clear();
         self.val.clear();
-        self.dense.clear();
+        self.dense_len = 0;
     }
 
     fn push(&mut self, sig: &Signal<'_>) {
         match sig {
             Signal::Dense(x) => {
-                self.steps.push(TapeStep::Dense {
-                    start: self.dense.len(),
-                });
-                self.dense.extend_from_slice(x);
+                let start = self.dense_len;
+                self.steps.push(TapeStep::Dense { start });
+                self.dense_len += x.len();
+                if self.dense.len() < self.dense_len {
+                    self.dense.resize(self.dense_len, 0.0);
+                }
+                let dst = &mut self.dense[start..self.dense_len];
+                if par::worth(x.len()) {
+                    let m = par::mid(x.len());
+                    let ((d0, d1), (x0, x1)) = (dst.split_at_mut(m), x.split_at(m));
+                    par::join(|| d0.copy_from_slice(x0), || d1.copy_from_slice(x1));
+                } else {
+                    dst.copy_from_slice(x);
+                }
             }
             Signal::Events(e) => {
                 let ptr = self.row_ptr.len();

@@ -78,8 +78,9 @@ pub(crate) fn zip2<A: Send, B: Send + Sync>(x: &mut [A], y: &[B], f: impl Fn(&mu
     }
 }
 
-/// `c = alpha a b + beta c`, split over halves of the columns of `b` and `c` when the product
-/// is large (each half is the same product for its columns, so the values do not change).
+/// `c = alpha a b + beta c`, split over halves of the columns of `b` and `c` (or, for narrow
+/// products, of the rows of `a` and `c`) when the product is large; each half is the same
+/// product for its part, so the values do not change.
 pub(crate) fn gemm(
     alpha: f32,
     a: &ArrayView2<'_, f32>,
@@ -89,17 +90,27 @@ pub(crate) fn gemm(
 ) {
     let (m, k) = a.dim();
     let n = b.ncols();
-    if cfg!(feature = "openblas") || n < 128 || !worth(m * k * n / 64) {
+    if cfg!(feature = "openblas") || !worth(m * k * n / 64) {
         general_mat_mul(alpha, a, b, beta, c);
-        return;
+    } else if n >= 128 {
+        let at = (n / 2) & !31;
+        let (b0, b1) = b.view().split_at(Axis(1), at);
+        let (mut c0, mut c1) = c.view_mut().split_at(Axis(1), at);
+        join(
+            || general_mat_mul(alpha, a, &b0, beta, &mut c0),
+            || general_mat_mul(alpha, a, &b1, beta, &mut c1),
+        );
+    } else if m >= 128 {
+        let at = (m / 2) & !31;
+        let (a0, a1) = a.view().split_at(Axis(0), at);
+        let (mut c0, mut c1) = c.view_mut().split_at(Axis(0), at);
+        join(
+            || general_mat_mul(alpha, &a0, b, beta, &mut c0),
+            || general_mat_mul(alpha, &a1, b, beta, &mut c1),
+        );
+    } else {
+        general_mat_mul(alpha, a, b, beta, c);
     }
-    let at = (n / 2) & !31;
-    let (b0, b1) = b.view().split_at(Axis(1), at);
-    let (mut c0, mut c1) = c.view_mut().split_at(Axis(1), at);
-    join(
-        || general_mat_mul(alpha, a, &b0, beta, &mut c0),
-        || general_mat_mul(alpha, a, &b1, beta, &mut c1),
-    );
 }
 
 /// Runs `f` compiled for the widest vector instructions the CPU has (AVX-512, else AVX2 on
@@ -151,7 +162,7 @@ mod pool {
     use std::time::{Duration, Instant};
 
     /// How long the idle helper spins before it sleeps.
-    const SPIN: Duration = Duration::from_micros(200);
+    const SPIN: Duration = Duration::from_micros(100);
 
     type Job = *mut (dyn FnMut() + Send);
 
@@ -260,7 +271,8 @@ mod pool {
                     let mut spins = 0u32;
                     while self.0.done.load(Acquire) < self.1 {
                         spins = spins.wrapping_add(1);
-                        if spins < 1 << 14 {
+                        // About 50 us of pauses, then yield (the helper may have lost its core).
+                        if spins < 1 << 10 {
                             std::hint::spin_loop();
                         } else {
                             std::thread::yield_now();
@@ -314,7 +326,12 @@ mod tests {
 
     #[test]
     fn split_product_equals_whole_product() {
-        let (m, k, n) = (64, 300, 700);
+        for (m, k, n) in [(64, 300, 700), (300, 1000, 20)] {
+            check_split(m, k, n);
+        }
+    }
+
+    fn check_split(m: usize, k: usize, n: usize) {
         let a = ndarray::Array2::from_shape_fn((m, k), |(i, j)| ((i * 7 + j * 3) % 11) as f32 * 0.37 - 1.1);
         let b = ndarray::Array2::from_shape_fn((k, n), |(i, j)| ((i * 5 + j) % 13) as f32 * 0.21 - 1.3);
         let mut whole = ndarray::Array2::<f32>::ones((m, n));
