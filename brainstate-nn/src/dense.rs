@@ -28,8 +28,74 @@ fn small(rows: usize, n_in: usize, n_out: usize) -> bool {
 
 #[derive(Clone, Copy, Debug)]
 enum TapeStep {
-    Events { ptr: usize, binary: bool },
-    Dense { start: usize },
+    Events {
+        ptr: usize,
+        binary: bool,
+    },
+    Dense {
+        start: usize,
+    },
+    /// A dense input of only 0s and 1s (spikes), one bit per value from `bits[start]` on.
+    Bits {
+        start: usize,
+    },
+}
+
+/// Packs `x` into bit masks (bit `j` of word `w` is `x[16 w + j] != 0`) if every value is 0 or 1;
+/// false (and `bits` unusable) otherwise. Two halves across the threads when large.
+fn pack_bits(x: &[f32], bits: &mut [u16]) -> bool {
+    fn part(x: &[f32], bits: &mut [u16]) -> bool {
+        par::wide(
+            #[inline(always)]
+            || {
+                let mut ok = true;
+                for (c, b) in x.chunks(16).zip(bits.iter_mut()) {
+                    let (mut nz, mut one) = (0u16, 0u16);
+                    for (j, v) in c.iter().enumerate() {
+                        nz |= u16::from(*v != 0.0) << j;
+                        one |= u16::from(*v == 1.0) << j;
+                    }
+                    *b = nz;
+                    ok &= nz == one;
+                }
+                ok
+            },
+        )
+    }
+    if par::worth(x.len()) {
+        let m = par::mid(x.len());
+        let (b0, b1) = bits.split_at_mut(m / 16);
+        let (x0, x1) = x.split_at(m);
+        let (mut ok0, mut ok1) = (false, false);
+        par::join(|| ok0 = part(x0, b0), || ok1 = part(x1, b1));
+        ok0 && ok1
+    } else {
+        part(x, bits)
+    }
+}
+
+/// The values of [`pack_bits`] back (`out.len()` of them).
+fn unpack_bits(bits: &[u16], out: &mut [f32]) {
+    fn part(bits: &[u16], out: &mut [f32]) {
+        par::wide(
+            #[inline(always)]
+            || {
+                for (c, &b) in out.chunks_mut(16).zip(bits) {
+                    for (j, o) in c.iter_mut().enumerate() {
+                        *o = if b >> j & 1 != 0 { 1.0 } else { 0.0 };
+                    }
+                }
+            },
+        )
+    }
+    if par::worth(out.len()) {
+        let m = par::mid(out.len());
+        let (b0, b1) = bits.split_at(m / 16);
+        let (o0, o1) = out.split_at_mut(m);
+        par::join(|| part(b0, o0), || part(b1, o1));
+    } else {
+        part(bits, out)
+    }
 }
 
 /// What a Dense layer keeps of its inputs for backward.
@@ -43,6 +109,12 @@ struct DenseTape {
     /// is a plain copy, in two halves across the threads, without growing or zero-filling).
     dense: Vec<f32>,
     dense_len: usize,
+    /// Binary dense inputs as bit masks (16 values a word), `bits_len` words in use, kept like
+    /// `dense`: 1/32 of the memory and traffic of a copy.
+    bits: Vec<u16>,
+    bits_len: usize,
+    /// A bit-mask step expanded back to values for backward.
+    expanded: Vec<f32>,
 }
 
 impl DenseTape {
@@ -52,11 +124,22 @@ impl DenseTape {
         self.idx.clear();
         self.val.clear();
         self.dense_len = 0;
+        self.bits_len = 0;
     }
 
     fn push(&mut self, sig: &Signal<'_>) {
         match sig {
             Signal::Dense(x) => {
+                let start = self.bits_len;
+                self.bits_len += x.len().div_ceil(16);
+                if self.bits.len() < self.bits_len {
+                    self.bits.resize(self.bits_len, 0);
+                }
+                if pack_bits(x, &mut self.bits[start..self.bits_len]) {
+                    self.steps.push(TapeStep::Bits { start });
+                    return;
+                }
+                self.bits_len = start;
                 let start = self.dense_len;
                 self.steps.push(TapeStep::Dense { start });
                 self.dense_len += x.len();
@@ -92,9 +175,15 @@ impl DenseTape {
         }
     }
 
-    fn get(&self, t: usize, rows: usize, cols: usize) -> Option<Signal<'_>> {
+    fn get(&mut self, t: usize, rows: usize, cols: usize) -> Option<Signal<'_>> {
         match *self.steps.get(t)? {
             TapeStep::Dense { start } => Some(Signal::Dense(&self.dense[start..start + rows * cols])),
+            TapeStep::Bits { start } => {
+                let n = rows * cols;
+                self.expanded.resize(n, 0.0);
+                unpack_bits(&self.bits[start..start + n.div_ceil(16)], &mut self.expanded);
+                Some(Signal::Dense(&self.expanded))
+            }
             TapeStep::Events { ptr, binary } => Some(Signal::Events(EventsRef {
                 row_ptr: &self.row_ptr[ptr..ptr + rows + 1],
                 idx: &self.idx,
@@ -615,12 +704,15 @@ impl Layer for Dense {
         let (sig, scanned) = match input {
             Some(s) => (s, false),
             None => (
-                tape.get(t, rows, n_in).ok_or_else(|| NnError::Mode {
-                    what: format!("backward of step {t}"),
-                    layer: label_of(name, "Dense"),
-                    needed: "a recorded forward step".into(),
-                    found: format!("{} recorded steps", tape.steps.len()),
-                })?,
+                {
+                    let recorded = tape.steps.len();
+                    tape.get(t, rows, n_in).ok_or_else(|| NnError::Mode {
+                        what: format!("backward of step {t}"),
+                        layer: label_of(name, "Dense"),
+                        needed: "a recorded forward step".into(),
+                        found: format!("{recorded} recorded steps"),
+                    })?
+                },
                 true,
             ),
         };
