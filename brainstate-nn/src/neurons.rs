@@ -471,12 +471,31 @@ fn lif_pass(
 ) {
     let it = v.iter_mut().zip(i).zip(o.iter_mut());
     match tape {
-        Some(tape) => it.zip(tape).for_each(|(((v, &i), o), vp)| {
-            let (p, s, vn) = f(*v, i);
-            *vp = p;
-            *o = s;
-            *v = vn;
-        }),
+        Some(tape) => {
+            // The tape is read back only in backward, long after: its values go 64 at a time
+            // through a register-sized buffer into non-temporal stores, which skip reading the
+            // old contents of those cache lines from memory.
+            let mut buf = [0.0f32; 64];
+            for (((vc, ic), oc), tc) in v
+                .chunks_mut(64)
+                .zip(i.chunks(64))
+                .zip(o.chunks_mut(64))
+                .zip(tape.chunks_mut(64))
+            {
+                vc.iter_mut()
+                    .zip(ic)
+                    .zip(oc.iter_mut())
+                    .zip(buf.iter_mut())
+                    .for_each(|(((v, &i), o), vp)| {
+                        let (p, s, vn) = f(*v, i);
+                        *vp = p;
+                        *o = s;
+                        *v = vn;
+                    });
+                crate::par::store_stream(tc, &buf[..tc.len()]);
+            }
+            crate::par::stream_fence();
+        }
         None => it.for_each(|((v, &i), o)| {
             let (_, s, vn) = f(*v, i);
             *o = s;

@@ -113,6 +113,42 @@ pub(crate) fn gemm(
     }
 }
 
+/// `dst.copy_from_slice(src)` with non-temporal stores (x86-64: no read of the destination's
+/// cache lines, which are not kept in cache either); call [`stream_fence`] before the values are
+/// handed to another thread.
+#[inline(always)]
+pub(crate) fn store_stream(dst: &mut [f32], src: &[f32]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_loadu_ps, _mm_stream_ps};
+        let n = dst.len();
+        assert_eq!(n, src.len(), "store_stream: equal lengths");
+        let head = dst.as_ptr().align_offset(16).min(n);
+        dst[..head].copy_from_slice(&src[..head]);
+        let end = head + (n - head) / 4 * 4;
+        let (d, s) = (dst.as_mut_ptr(), src.as_ptr());
+        for k in (head..end).step_by(4) {
+            // SAFETY: `k + 4 <= end <= n` = both lengths, so both 4-value ranges are in bounds;
+            // `d + k` is 16-byte aligned (`head` aligns it and `k - head` is a multiple of 4).
+            unsafe { _mm_stream_ps(d.add(k), _mm_loadu_ps(s.add(k))) };
+        }
+        dst[end..].copy_from_slice(&src[end..]);
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    dst.copy_from_slice(src);
+}
+
+/// Orders the non-temporal stores of [`store_stream`] before later stores (x86-64 `sfence`).
+#[inline(always)]
+pub(crate) fn stream_fence() {
+    #[cfg(target_arch = "x86_64")]
+    #[allow(unused_unsafe)]
+    // SAFETY: `sfence` has no preconditions (SSE is part of x86-64).
+    unsafe {
+        std::arch::x86_64::_mm_sfence()
+    };
+}
+
 /// Runs `f` compiled for the widest vector instructions the CPU has (AVX-512, else AVX2 on
 /// x86-64; as is elsewhere). Only the instruction width changes: the compiler forms no fused
 /// multiply-adds (only explicit `mul_add` is one), so results are the same bits as the baseline
