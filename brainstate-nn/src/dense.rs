@@ -48,13 +48,28 @@ fn pack_bits(x: &[f32], bits: &mut [u16]) -> bool {
         par::wide(
             #[inline(always)]
             || {
-                let mut ok = true;
-                for (c, b) in x.chunks(16).zip(bits.iter_mut()) {
-                    let (mut nz, mut one) = (0u16, 0u16);
+                #[inline(always)]
+                fn masks(c: &[f32]) -> (u16, u16) {
+                    let (mut nz, mut one) = (0u32, 0u32);
                     for (j, v) in c.iter().enumerate() {
-                        nz |= u16::from(*v != 0.0) << j;
-                        one |= u16::from(*v == 1.0) << j;
+                        nz |= u32::from(*v != 0.0) << j;
+                        one |= u32::from(*v == 1.0) << j;
                     }
+                    (nz as u16, one as u16)
+                }
+                let mut ok = true;
+                let chunks = x.chunks_exact(16);
+                let tail = chunks.remainder();
+                let mut words = bits.iter_mut();
+                for (c, b) in chunks.zip(&mut words) {
+                    // A fixed 16 lanes: one vector compare per mask.
+                    let c: &[f32; 16] = c.try_into().expect("16 values");
+                    let (nz, one) = masks(c);
+                    *b = nz;
+                    ok &= nz == one;
+                }
+                if let (false, Some(b)) = (tail.is_empty(), words.next()) {
+                    let (nz, one) = masks(tail);
                     *b = nz;
                     ok &= nz == one;
                 }
@@ -80,8 +95,18 @@ fn unpack_bits(bits: &[u16], out: &mut [f32]) {
         par::wide(
             #[inline(always)]
             || {
-                for (c, &b) in out.chunks_mut(16).zip(bits) {
+                let mut chunks = out.chunks_exact_mut(16);
+                for (c, &b) in (&mut chunks).zip(bits) {
+                    let c: &mut [f32; 16] = c.try_into().expect("16 values");
+                    // Integer lanes: 0 - bit is all ones or zero, masked to the bits of 1.0.
+                    let m = u32::from(b);
                     for (j, o) in c.iter_mut().enumerate() {
+                        *o = f32::from_bits(0u32.wrapping_sub(m >> j & 1) & 0x3f80_0000);
+                    }
+                }
+                let done = out.len() / 16;
+                if let Some(&b) = bits.get(done) {
+                    for (j, o) in out[done * 16..].iter_mut().enumerate() {
                         *o = if b >> j & 1 != 0 { 1.0 } else { 0.0 };
                     }
                 }
@@ -809,6 +834,23 @@ impl Layer for Dense {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bit_masks_round_trip_binary_values_and_refuse_others() {
+        for n in [1, 15, 16, 17, 100, 70_003] {
+            let x: Vec<f32> = (0..n)
+                .map(|k| ((k * 2_654_435_761usize) >> 7 & 1) as f32)
+                .collect();
+            let mut bits = vec![0u16; n.div_ceil(16)];
+            assert!(pack_bits(&x, &mut bits));
+            let mut back = vec![7.0; n];
+            unpack_bits(&bits, &mut back);
+            assert_eq!(back, x, "{n}");
+            let mut y = x.clone();
+            y[n / 2] = 0.5;
+            assert!(!pack_bits(&y, &mut bits), "{n}");
+        }
+    }
 
     #[test]
     fn narrow_input_gradient_matches_the_product() {
