@@ -4,6 +4,7 @@
 //!
 //! ```text
 //! MATMUL_NUM_THREADS=1 cargo run --release -p brainstate-nn --example bench_train -- all
+//! MATMUL_NUM_THREADS=2 cargo run --release -p brainstate-nn --example bench_train -- all 5
 //! cargo run --release -p brainstate-nn --example bench_train -- big-dense 5
 //! # the large products through the system OpenBLAS (apt-get install libopenblas-dev):
 //! OPENBLAS_CORETYPE=SkylakeX OPENBLAS_NUM_THREADS=1 \
@@ -11,7 +12,11 @@
 //! ```
 //! Cases: `small` (100 -> 10 -> 2, 10 Hz input at dt = 1 ms), `big-dense` (700 -> 1000 -> 20,
 //! dense input: every value nonzero), `big-sparse` (the same network, 1 % input density),
-//! `fwd` (forward only, 1 % input), `all`. Prints one `SUMMARY {json}` line at the end.
+//! `fwd` (forward only, 1 % input), `all`. Each training case prints the first epoch, the median
+//! and best of the others, CPU time per epoch and a fingerprint of the final parameters and
+//! gradients (equal across runs and thread counts when the arithmetic is). Threads:
+//! `BRAINSTATE_NUM_THREADS` (else `MATMUL_NUM_THREADS`; 1 or 2). Prints one `SUMMARY {json}` line
+//! at the end.
 use brainstate_nn::*;
 use ndarray::Array3;
 use rand::{Rng, SeedableRng};
