@@ -615,9 +615,16 @@ impl Layer for Dense {
         if out.len() != rows * n_out {
             out.resize(rows * n_out, 0.0);
         }
-        match b_of(b, fixed_b, name, n_out)? {
-            Some(b) => out.chunks_exact_mut(n_out).for_each(|r| r.copy_from_slice(b)),
-            None => out.fill(0.0),
+        let bias = b_of(b, fixed_b, name, n_out)?;
+        let init = |o: &mut [f32]| match bias {
+            Some(b) => o.chunks_exact_mut(n_out).for_each(|r| r.copy_from_slice(b)),
+            None => o.fill(0.0),
+        };
+        if rows >= 2 && par::worth(out.len()) {
+            let (o0, o1) = out.split_at_mut(rows / 2 * n_out);
+            par::join(|| init(o0), || init(o1));
+        } else {
+            init(out);
         }
         let w = w_of(w, fixed_w, name, n_in, n_out)?;
         let sig = match input {
