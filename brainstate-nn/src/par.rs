@@ -185,9 +185,11 @@ pub(crate) fn wide<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
 
-/// One persistent helper thread: the caller of [`join`] runs one half itself and hands the other
+/// One persistent helper thread: the caller of [`join`] runs one half itself and offers the other
 /// to the helper, which spins briefly between jobs (steps come every few hundred microseconds)
-/// and then sleeps. No allocation per job.
+/// and then sleeps. A caller that finishes its half before the helper has taken the other (the
+/// helper asleep, or its core busy with another program) takes it back and runs it itself, so a
+/// busy machine costs parallelism, not waiting. No allocation per job.
 #[cfg(feature = "threading")]
 mod pool {
     use std::any::Any;
@@ -199,15 +201,21 @@ mod pool {
 
     /// How long the idle helper spins before it sleeps.
     const SPIN: Duration = Duration::from_micros(100);
+    /// Phases of the job in `state` (its low two bits; the job's number is above them).
+    const POSTED: u64 = 1;
+    const TAKEN: u64 = 2;
 
     type Job = *mut (dyn FnMut() + Send);
 
     pub(super) struct Helper {
-        /// Held by the one caller whose job the helper runs (others run both halves themselves).
+        /// Held by the one caller whose job the helper may run (others run both halves).
         owner: Mutex<()>,
-        /// Number of jobs posted; the job of the latest is in `job`.
+        /// Number of jobs posted (written under `owner`).
         posted: AtomicU64,
-        /// Number of jobs finished.
+        /// `number << 2 | phase` of the latest job: POSTED by the caller, then TAKEN by the
+        /// helper or taken back by the caller (phase 0), each by compare-and-swap.
+        state: AtomicU64,
+        /// Number of the latest job the helper finished.
         done: AtomicU64,
         job: UnsafeCell<Option<Job>>,
         panic: Mutex<Option<Box<dyn Any + Send>>>,
@@ -216,9 +224,10 @@ mod pool {
         wake: Condvar,
     }
 
-    // SAFETY: `job` is written only by the caller holding `owner` before it publishes the job
-    // with `posted` (Release), and read only by the helper after it sees that count (Acquire);
-    // the caller does not touch it again until the helper has published `done`.
+    // SAFETY: `job` is written only by the caller holding `owner`, before it publishes the job
+    // in `state` (SeqCst), and read only by the helper after its compare-and-swap to TAKEN
+    // succeeds on that job's state; the caller then does not touch it until the helper has
+    // published `done` for that job, and a job taken back is never read by the helper.
     unsafe impl Sync for Helper {}
 
     impl Helper {
@@ -226,6 +235,7 @@ mod pool {
             let h: &'static Helper = Box::leak(Box::new(Helper {
                 owner: Mutex::new(()),
                 posted: AtomicU64::new(0),
+                state: AtomicU64::new(0),
                 done: AtomicU64::new(0),
                 job: UnsafeCell::new(None),
                 panic: Mutex::new(None),
@@ -241,35 +251,68 @@ mod pool {
         }
 
         fn run(&self) {
-            let mut seen = 0u64;
             loop {
                 let t0 = Instant::now();
                 let mut spins = 0u32;
-                while self.posted.load(Acquire) == seen {
+                let s = loop {
+                    let s = self.state.load(Acquire);
+                    if s & 3 == POSTED {
+                        break s;
+                    }
                     std::hint::spin_loop();
-                    spins += 1;
+                    spins = spins.wrapping_add(1);
                     if spins & 255 == 0 && t0.elapsed() > SPIN {
                         let mut g = self.lock.lock().unwrap_or_else(|e| e.into_inner());
                         self.sleeping.store(true, SeqCst);
-                        while self.posted.load(SeqCst) == seen {
+                        while self.state.load(SeqCst) & 3 != POSTED {
                             g = self.wake.wait(g).unwrap_or_else(|e| e.into_inner());
                         }
                         self.sleeping.store(false, SeqCst);
                     }
+                };
+                if self
+                    .state
+                    .compare_exchange(s, s - POSTED + TAKEN, AcqRel, Acquire)
+                    .is_err()
+                {
+                    continue; // taken back by the caller
                 }
-                seen = self.posted.load(Acquire);
-                // SAFETY: the caller stored the job before publishing `seen` and keeps it (and
-                // everything it borrows) alive until `done` reaches `seen` (see `join`).
+                // SAFETY: the caller stored the job before posting `s`, and keeps it (and all
+                // it borrows) alive until `done` reaches this job's number (see `join`).
                 let job = unsafe { (*self.job.get()).take() };
                 if let Some(job) = job {
-                    // SAFETY: as above; the job is called once, by this thread only.
+                    // SAFETY: as above; the job runs once, on this thread only.
                     let r = catch_unwind(AssertUnwindSafe(|| unsafe { (*job)() }));
                     if let Err(p) = r {
                         *self.panic.lock().unwrap_or_else(|e| e.into_inner()) = Some(p);
                     }
                 }
-                self.done.store(seen, Release);
+                self.done.store(s >> 2, Release);
             }
+        }
+
+        /// Takes job `n` back if the helper has not taken it (true), else waits until the
+        /// helper has finished it (false).
+        fn reclaim_or_wait(&self, n: u64) -> bool {
+            let posted = n << 2 | POSTED;
+            if self
+                .state
+                .compare_exchange(posted, n << 2, AcqRel, Acquire)
+                .is_ok()
+            {
+                return true;
+            }
+            let mut spins = 0u32;
+            while self.done.load(Acquire) < n {
+                spins = spins.wrapping_add(1);
+                // About 50 us of pauses, then yield (the helper may have lost its core).
+                if spins < 1 << 10 {
+                    std::hint::spin_loop();
+                } else {
+                    std::thread::yield_now();
+                }
+            }
+            false
         }
 
         pub(super) fn join<A, B>(&self, a: A, b: B)
@@ -290,40 +333,36 @@ mod pool {
             };
             let job: &mut (dyn FnMut() + Send) = &mut call_b;
             // SAFETY: erases the lifetime of a borrow of `call_b`, which lives on this stack
-            // frame; `Wait` below does not let the frame go (returning or unwinding) before the
-            // helper has finished the job.
+            // frame; the frame is not left (by return or unwinding: see `Settle`) before the
+            // job is taken back or the helper has finished it.
             let job: Job = unsafe { std::mem::transmute::<&mut (dyn FnMut() + Send), Job>(job) };
-            // SAFETY: we hold `owner`, and the helper has finished the previous job (every
-            // owner waits for `done` before releasing `owner`), so nobody else touches `job`.
+            // SAFETY: we hold `owner` and every earlier job was taken back or finished, so the
+            // helper does not read `job` now.
             unsafe { *self.job.get() = Some(job) };
-            let n = self.posted.fetch_add(1, SeqCst) + 1;
+            let n = self.posted.load(Relaxed) + 1;
+            self.posted.store(n, Relaxed);
+            self.state.store(n << 2 | POSTED, SeqCst);
             if self.sleeping.load(SeqCst) {
                 let _g = self.lock.lock().unwrap_or_else(|e| e.into_inner());
                 self.wake.notify_one();
             }
-            struct Wait<'a>(&'a Helper, u64);
-            impl Drop for Wait<'_> {
+            /// Settles job `n` if `a` unwinds: taken back (not run) or waited for.
+            struct Settle<'a>(&'a Helper, u64);
+            impl Drop for Settle<'_> {
                 fn drop(&mut self) {
-                    let mut spins = 0u32;
-                    while self.0.done.load(Acquire) < self.1 {
-                        spins = spins.wrapping_add(1);
-                        // About 50 us of pauses, then yield (the helper may have lost its core).
-                        if spins < 1 << 10 {
-                            std::hint::spin_loop();
-                        } else {
-                            std::thread::yield_now();
-                        }
-                    }
-                    if std::thread::panicking() {
+                    if !self.0.reclaim_or_wait(self.1) {
                         // `a` panicked: that panic goes on; one of `b` is dropped.
                         self.0.panic.lock().unwrap_or_else(|e| e.into_inner()).take();
                     }
                 }
             }
-            let wait = Wait(self, n);
+            let settle = Settle(self, n);
             a();
-            drop(wait);
-            if let Some(p) = self.panic.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            std::mem::forget(settle);
+            if self.reclaim_or_wait(n) {
+                // SAFETY: taken back: the helper never runs this job, and it is still alive.
+                unsafe { (*job)() };
+            } else if let Some(p) = self.panic.lock().unwrap_or_else(|e| e.into_inner()).take() {
                 resume_unwind(p);
             }
         }
