@@ -224,7 +224,8 @@ impl DenseTape {
 /// `W` has shape `(num_in, num_out)`, `b` `(num_out,)` (absent without bias). In training mode
 /// they are trainable variables saved as `Dense0.W`, `Dense0.b`; otherwise constants, so the
 /// layer saves `{}` as BrainPy's. Spiking inputs are handled as events: each active input adds
-/// its row of `W`, silent inputs cost nothing.
+/// its row of `W`, silent inputs cost nothing. Backward uses `W` as of [`Layer::begin_backward`]
+/// (narrow layers keep its transpose from then), so `W` must not change during a backward pass.
 #[derive(brainstate_derive::Stateful)]
 #[stateful(crate = "brainstate_core", type_name = "Dense")]
 pub struct Dense {
