@@ -247,6 +247,7 @@ pub struct Dense {
     d_in: Vec<f32>,
     small_t: Vec<f32>,
     wt: Vec<f32>,
+    by_input: ByInput,
 }
 
 impl Dense {
@@ -322,6 +323,7 @@ impl Dense {
             d_in: Vec::new(),
             small_t: Vec::new(),
             wt: Vec::new(),
+            by_input: ByInput::default(),
         }
     }
 
@@ -521,6 +523,109 @@ fn add_outer_loop(gw: &mut [f32], lo: usize, n_out: usize, e: &EventsRef<'_>, d:
             }
         }
     }
+}
+
+/// Columns of the gradient rows accumulated in registers at a time by [`add_outer_grouped`].
+const OUTER_BLOCK: usize = 128;
+
+/// Events regrouped by input `i`: group `i` is `ev[ptr[i]..ptr[i + 1]]`, each `(row, event)` in
+/// row order.
+#[derive(Clone, Debug, Default)]
+struct ByInput {
+    ptr: Vec<usize>,
+    ev: Vec<(u32, u32)>,
+}
+
+impl ByInput {
+    /// Counting sort of the events by input (stable: rows stay in order).
+    fn build(&mut self, e: &EventsRef<'_>, n_in: usize) {
+        let (lo, hi) = (e.row_ptr[0], e.row_ptr[e.rows()]);
+        self.ptr.clear();
+        self.ptr.resize(n_in + 2, 0);
+        for &i in &e.idx[lo..hi] {
+            self.ptr[i as usize + 2] += 1;
+        }
+        for i in 2..n_in + 2 {
+            self.ptr[i] += self.ptr[i - 1];
+        }
+        self.ev.clear();
+        self.ev.resize(hi - lo, (0, 0));
+        for b in 0..e.rows() {
+            for k in e.row_ptr[b]..e.row_ptr[b + 1] {
+                let slot = &mut self.ptr[e.idx[k] as usize + 1];
+                self.ev[*slot] = (b as u32, k as u32);
+                *slot += 1;
+            }
+        }
+    }
+}
+
+/// [`add_outer`] by input: each gradient row takes all its events in row order while 128 of its
+/// columns stay in registers, so it is read and written once per step instead of once per event
+/// (the same additions in the same order: the same values). Halves of the inputs across the
+/// threads when large.
+fn add_outer_grouped(gw: &mut [f32], n_out: usize, by: &ByInput, e: &EventsRef<'_>, d: &[f32]) {
+    let n_in = gw.len() / n_out;
+    if n_in >= 2 && par::worth(gw.len()) && par::worth(e.nnz() * n_out) {
+        let m = n_in / 2;
+        let (g0, g1) = gw.split_at_mut(m * n_out);
+        par::join(
+            || add_outer_grouped_part(g0, 0, n_out, by, e, d),
+            || add_outer_grouped_part(g1, m, n_out, by, e, d),
+        );
+    } else {
+        add_outer_grouped_part(gw, 0, n_out, by, e, d);
+    }
+}
+
+fn add_outer_grouped_part(
+    gw: &mut [f32],
+    lo: usize,
+    n_out: usize,
+    by: &ByInput,
+    e: &EventsRef<'_>,
+    d: &[f32],
+) {
+    par::wide(
+        #[inline(always)]
+        || {
+            const B: usize = OUTER_BLOCK;
+            for (r, g) in gw.chunks_exact_mut(n_out).enumerate() {
+                let i = lo + r;
+                let evs = &by.ev[by.ptr[i]..by.ptr[i + 1]];
+                if evs.is_empty() {
+                    continue;
+                }
+                // A binary event adds `1.0 * d` = `d`, the same value as a plain add.
+                let scale = |k: u32| e.val.map_or(1.0, |v| v[k as usize]);
+                let mut c0 = 0;
+                while c0 + B <= n_out {
+                    let gb: &mut [f32; B] = (&mut g[c0..c0 + B]).try_into().expect("block");
+                    let mut acc = *gb;
+                    for &(b, k) in evs {
+                        let s = scale(k);
+                        let at = b as usize * n_out + c0;
+                        let dr: &[f32; B] = d[at..at + B].try_into().expect("block");
+                        for (a, &x) in acc.iter_mut().zip(dr) {
+                            *a += s * x;
+                        }
+                    }
+                    *gb = acc;
+                    c0 += B;
+                }
+                if c0 < n_out {
+                    let gt = &mut g[c0..];
+                    for &(b, k) in evs {
+                        let s = scale(k);
+                        let at = b as usize * n_out;
+                        gt.iter_mut()
+                            .zip(&d[at + c0..at + n_out])
+                            .for_each(|(a, &x)| *a += s * x);
+                    }
+                }
+            }
+        },
+    )
 }
 
 /// `d_in = d W^T` for a narrow layer from `wt = W^T` (`n_out x n_in`): 128 inputs at a time are
@@ -731,6 +836,7 @@ impl Layer for Dense {
             tape,
             grad_w,
             small_t,
+            by_input,
             ..
         } = self;
         // A dense step on the tape is one whose scan for events already failed in forward.
@@ -773,6 +879,10 @@ impl Layer for Dense {
         };
         match sig {
             None => {}
+            Some(Signal::Events(e)) if n_out >= 2 * OUTER_BLOCK && e.nnz() > 0 => {
+                by_input.build(&e, n_in);
+                add_outer_grouped(grad_w, n_out, by_input, &e, d_out)
+            }
             Some(Signal::Events(e)) => add_outer(grad_w, n_out, &e, d_out),
             Some(Signal::Dense(x)) => {
                 let xv = ArrayView2::from_shape((rows, n_in), x).map_err(|_| NnError::BatchSize {

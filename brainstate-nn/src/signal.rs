@@ -128,6 +128,8 @@ impl Events {
             let mut base = 0;
             let mut chunks = row.chunks_exact(16);
             for chunk in &mut chunks {
+                // A fixed 16 lanes: one vector compare into a mask.
+                let chunk: &[f32; 16] = chunk.try_into().expect("16 values");
                 let mut mask = 0u32;
                 for (j, v) in chunk.iter().enumerate() {
                     mask |= u32::from(*v != 0.0) << j;
