@@ -954,6 +954,44 @@ mod tests {
     use super::*;
 
     #[test]
+    fn grouped_event_gradient_has_the_bits_of_the_plain_one() {
+        let (rows, n_in, n_out) = (19, 57, 300);
+        let mut row_ptr = vec![0];
+        let (mut idx, mut val) = (Vec::new(), Vec::new());
+        for b in 0..rows {
+            for i in 0..n_in {
+                if (b * 31 + i * 17) % 7 == 0 {
+                    idx.push(i as u32);
+                    val.push(((b + i) % 5) as f32 * 0.3 - 0.6);
+                }
+            }
+            row_ptr.push(idx.len());
+        }
+        let d: Vec<f32> = (0..rows * n_out)
+            .map(|k| ((k * 7919) % 101) as f32 / 101.0 - 0.5)
+            .collect();
+        for valued in [false, true] {
+            let e = EventsRef {
+                row_ptr: &row_ptr,
+                idx: &idx,
+                val: valued.then_some(&val[..]),
+                cols: n_in,
+            };
+            let init: Vec<f32> = (0..n_in * n_out).map(|k| (k % 13) as f32 * 0.01).collect();
+            let mut plain = init.clone();
+            add_outer(&mut plain, n_out, &e, &d);
+            let mut by = ByInput::default();
+            by.build(&e, n_in);
+            let mut grouped = init;
+            add_outer_grouped(&mut grouped, n_out, &by, &e, &d);
+            assert!(plain
+                .iter()
+                .zip(&grouped)
+                .all(|(a, b)| a.to_bits() == b.to_bits()));
+        }
+    }
+
+    #[test]
     fn bit_masks_round_trip_binary_values_and_refuse_others() {
         for n in [1, 15, 16, 17, 100, 70_003] {
             let x: Vec<f32> = (0..n)
