@@ -223,7 +223,7 @@ fn child_soak_saver() {
             None,
         )
         .unwrap();
-        if s % 50 == 0 {
+        if s.is_multiple_of(50) {
             let fds = std::fs::read_dir("/proc/self/fd").map_or(0, |r| r.count());
             std::fs::write(&status, format!("{s} {fds}")).unwrap();
         }
