@@ -259,9 +259,15 @@ mod pool {
                     if s & 3 == POSTED {
                         break s;
                     }
-                    std::hint::spin_loop();
+                    // A few pauses, then yields: on an idle core a yield returns at once, and on a
+                    // core shared with the caller (a busy machine) it lets the caller run.
                     spins = spins.wrapping_add(1);
-                    if spins & 255 == 0 && t0.elapsed() > SPIN {
+                    if spins < 64 {
+                        std::hint::spin_loop();
+                    } else {
+                        std::thread::yield_now();
+                    }
+                    if spins & 15 == 0 && t0.elapsed() > SPIN {
                         let mut g = self.lock.lock().unwrap_or_else(|e| e.into_inner());
                         self.sleeping.store(true, SeqCst);
                         while self.state.load(SeqCst) & 3 != POSTED {
@@ -305,8 +311,8 @@ mod pool {
             let mut spins = 0u32;
             while self.done.load(Acquire) < n {
                 spins = spins.wrapping_add(1);
-                // About 50 us of pauses, then yield (the helper may have lost its core).
-                if spins < 1 << 10 {
+                // A few pauses, then yields (the helper may share this core or have lost its).
+                if spins < 64 {
                     std::hint::spin_loop();
                 } else {
                     std::thread::yield_now();
