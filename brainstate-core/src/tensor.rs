@@ -376,7 +376,17 @@ impl Tensor {
                 std::ptr::copy_nonoverlapping(bytes.as_ptr(), v.as_mut_ptr().cast::<u8>(), bytes.len());
                 v.set_len(n);
             }
-            let a = ArrayD::from_shape_vec(IxDyn(shape), v).expect("length checked by checked_nbytes");
+            let a = if shape.len() == 1 {
+                // The common 1-d case skips the generic shape checks.
+                debug_assert_eq!(shape[0], n);
+                ndarray::Array1::from_vec(v).into_dyn()
+            } else {
+                // SAFETY: the shape's element count is v.len() (checked_nbytes checked the byte
+                // size, and that the product of the non-zero axes fits isize), and default
+                // row-major strides over exactly that many elements stay inside v and never
+                // alias two indices.
+                unsafe { ArrayD::from_shape_vec_unchecked(IxDyn(shape), v) }
+            };
             Tensor { data: T::wrap(a) }
         }
         match dtype {

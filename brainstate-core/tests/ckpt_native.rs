@@ -594,3 +594,33 @@ fn random_inputs_never_panic() {
         let _ = decode_both(&b);
     }
 }
+
+#[test]
+fn two_thread_decode_matches_one_thread() {
+    // Enough tensors and bytes (about 9 MB) for the split; errors in either half (or both)
+    // are the same as with one thread: the lowest index wins.
+    let mut t = Pytree::map();
+    for i in 0..3000usize {
+        t = t.with(
+            format!("t{i}"),
+            tensor(DType::F32, &[i % 7 + 740], (i % 251) as u8),
+        );
+    }
+    let bytes = encode(&t).unwrap();
+    assert!(same(&native::decode_threads(&bytes, 2).unwrap(), &t));
+    let (h, _) = native::read_header(&mut std::io::Cursor::new(&bytes), bytes.len() as u64).unwrap();
+    let at = |i: usize| (h.data_base + h.tensors[i].off) as usize;
+    for flips in [vec![2900], vec![10], vec![100, 2900], vec![1499, 1500, 1501]] {
+        let mut b = bytes.clone();
+        for &i in &flips {
+            b[at(i)] ^= 1;
+        }
+        let one = native::decode_threads(&b, 1).unwrap_err();
+        let two = native::decode_threads(&b, 2).unwrap_err();
+        assert_eq!(one, two, "{flips:?}");
+        assert!(
+            matches!(one, FormatError::Checksum { index, .. } if index == flips[0]),
+            "{one:?}"
+        );
+    }
+}

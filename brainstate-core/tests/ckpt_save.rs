@@ -2,8 +2,9 @@
 
 mod common_ckpt;
 use brainstate_core::ckpt::{
-    load_pytree, load_pytree_with, save_pytree, save_pytree_with, AsyncManager, CheckpointError, FaultAt,
-    FaultStorage, Format, FormatError, LoadOptions, SaveOptions,
+    load_pytree, load_pytree_with, native, save_pytree, save_pytree_with, write_native_file, AsyncManager,
+    CheckpointError, FaultAt, FaultStorage, Format, FormatError, LoadOptions, OsStorage, SaveOptions,
+    Storage, StorageFile,
 };
 use brainstate_core::{pytree, DType, Pytree};
 use common_ckpt::*;
@@ -475,4 +476,127 @@ fn errors_stay_small_enough_to_return_by_value() {
     // Callers wrap CheckpointError with a path; keep that under clippy's 128-byte large-Err bound.
     assert!(std::mem::size_of::<CheckpointError>() <= 96);
     assert!(std::mem::size_of::<FormatError>() <= 64);
+}
+
+/// A tree whose 20 tensors of 64 KiB and up all get their CRC on the second thread under
+/// [`overlap_all`].
+fn overlap_tree() -> Pytree {
+    let mut t = pytree! { "meta" => "x", "small" => tensor(DType::F32, &[3], 1) };
+    for i in 0..20u8 {
+        t = t.with(
+            format!("w{i:02}"),
+            tensor(DType::F64, &[8192 + 37 * i as usize], i),
+        );
+    }
+    t
+}
+
+fn overlap_all(placeholder: u32) -> native::Overlap {
+    native::Overlap {
+        min_total: 0,
+        min_tensor: 4096,
+        placeholder,
+    }
+}
+
+#[test]
+fn overlapped_save_writes_the_same_bytes() {
+    // The default placeholder (header laid out with the longest CRCs) and a short one, which
+    // makes the real header at least 80 bytes longer, so the payloads move and the file is
+    // written again in one pass.
+    let d = tempdir("overlap");
+    let tree = overlap_tree();
+    let want = native::encode(&tree).unwrap();
+    for (i, placeholder) in [u32::MAX, 0].into_iter().enumerate() {
+        let plan = native::Plan::deferred(&tree, None, 64, overlap_all(placeholder)).unwrap();
+        assert!(plan.has_deferred());
+        let p = d.join(format!("c{i}"));
+        write_native_file(&p, &tree, None, &SaveOptions::default(), overlap_all(placeholder)).unwrap();
+        assert!(std::fs::read(&p).unwrap() == want, "placeholder {placeholder:#x}");
+    }
+    assert_eq!(names(&d), ["c0", "c1"]);
+}
+
+#[test]
+fn overlapped_save_faults_keep_the_old_file_and_leave_no_temp() {
+    // Fail each write call in turn (sequential and positional, in both passes when the file
+    // is written twice) until the save makes fewer calls than that and succeeds.
+    let d = tempdir("overlapfault");
+    let p = d.join("c");
+    let tree = overlap_tree();
+    for placeholder in [u32::MAX, 0] {
+        for n in 0.. {
+            save_pytree(&p, &tutorial(), true, None, false).unwrap();
+            let o = faulty(FaultAt::Write(n), libc::ENOSPC);
+            match write_native_file(&p, &tree, None, &o, overlap_all(placeholder)) {
+                Ok(()) => {
+                    assert!(n >= 20, "only {n} write calls");
+                    assert!(load_pytree(&p, None, true).unwrap() == tree);
+                    break;
+                }
+                Err(CheckpointError::Io { op, source, .. }) => {
+                    assert_eq!(op, "write", "{n}");
+                    assert_eq!(source.raw_os_error(), Some(libc::ENOSPC), "{n}");
+                }
+                Err(other) => panic!("{n}: {other}"),
+            }
+            assert_eq!(load_pytree(&p, None, true).unwrap(), tutorial(), "{n}");
+            assert_eq!(names(&d), ["c"], "{n}");
+        }
+    }
+}
+
+/// A storage whose files only write sequentially (the default `StorageFile::write_all_at`).
+struct SequentialOnly;
+struct SeqFile(std::fs::File);
+impl std::io::Write for SeqFile {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.write(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
+}
+impl StorageFile for SeqFile {
+    fn sync_all(&mut self) -> std::io::Result<()> {
+        self.0.sync_all()
+    }
+}
+impl Storage for SequentialOnly {
+    fn create_new(&self, path: &Path, _mode: Option<u32>) -> std::io::Result<Box<dyn StorageFile>> {
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(path)?;
+        Ok(Box::new(SeqFile(f)))
+    }
+    fn rename(&self, from: &Path, to: &Path) -> std::io::Result<()> {
+        OsStorage.rename(from, to)
+    }
+    fn rename_noreplace(&self, from: &Path, to: &Path) -> std::io::Result<()> {
+        OsStorage.rename_noreplace(from, to)
+    }
+    fn remove_file(&self, path: &Path) -> std::io::Result<()> {
+        OsStorage.remove_file(path)
+    }
+    fn sync_dir(&self, dir: &Path) -> std::io::Result<()> {
+        OsStorage.sync_dir(dir)
+    }
+}
+
+#[test]
+fn storage_without_positional_writes_gets_the_same_bytes() {
+    let d = tempdir("seqonly");
+    let tree = overlap_tree();
+    let want = native::encode(&tree).unwrap();
+    let o = SaveOptions {
+        storage: Arc::new(SequentialOnly),
+        ..SaveOptions::default()
+    };
+    for (i, placeholder) in [u32::MAX, 0].into_iter().enumerate() {
+        let p = d.join(format!("c{i}"));
+        write_native_file(&p, &tree, None, &o, overlap_all(placeholder)).unwrap();
+        assert!(std::fs::read(&p).unwrap() == want, "placeholder {placeholder:#x}");
+    }
+    assert_eq!(names(&d), ["c0", "c1"]);
 }

@@ -19,7 +19,7 @@ pub mod storage;
 pub use async_manager::AsyncManager;
 pub use error::{CheckpointError, FormatError, Item};
 pub use manager::{BestMode, CheckpointManager, ManagerOptions};
-pub use storage::{atomic_write, Commit, FaultAt, FaultStorage, OsStorage, Storage, StorageFile};
+pub use storage::{atomic_write, Commit, FaultAt, FaultStorage, OsStorage, Storage, StorageFile, TempFile};
 
 use crate::pytree::Pytree;
 use std::fs::File;
@@ -168,16 +168,8 @@ pub(crate) fn write_file(
         fsync: opts.fsync,
     };
     let storage = &*opts.storage;
-    let wio = |e: std::io::Error| CheckpointError::io("write", path, e);
     match opts.format_for(path) {
-        Format::Native => {
-            let plan =
-                native::Plan::new(tree, meta, opts.align).map_err(|source| CheckpointError::Encode {
-                    path: path.into(),
-                    source,
-                })?;
-            atomic_write(storage, path, commit, &mut |w| plan.write_to(w).map_err(wio))
-        }
+        Format::Native => write_native_file(path, tree, meta, opts, native::Overlap::default()),
         Format::BrainPy => atomic_write(storage, path, commit, &mut |w| {
             crate::bpformat::write_to(tree, w).map_err(CheckpointError::from)
         }),
@@ -190,10 +182,60 @@ pub(crate) fn write_file(
     }
 }
 
+/// Writes `tree` to `path` in the native format. Large trees get their large tensors' CRC32C
+/// computed on a second thread while the payloads are written, the header last
+/// ([`native::Plan::write_overlapped`]); in the rare case the real CRCs change where the payloads
+/// start, the file is written again in one pass with every CRC known.
+#[doc(hidden)]
+pub fn write_native_file(
+    path: &Path,
+    tree: &Pytree,
+    meta: Option<&Pytree>,
+    opts: &SaveOptions,
+    overlap: native::Overlap,
+) -> Result<(), CheckpointError> {
+    let commit = Commit {
+        overwrite: opts.overwrite,
+        fsync: opts.fsync,
+    };
+    let storage = &*opts.storage;
+    let wio = |e: std::io::Error| CheckpointError::io("write", path, e);
+    let plan = native::Plan::deferred(tree, meta, opts.align, overlap).map_err(|source| {
+        CheckpointError::Encode {
+            path: path.into(),
+            source,
+        }
+    })?;
+    if !plan.has_deferred() {
+        return atomic_write(storage, path, commit, &mut |w| plan.write_to(w).map_err(wio));
+    }
+    let mut relayout = None;
+    let first = atomic_write(
+        storage,
+        path,
+        commit,
+        &mut |w| match plan.write_overlapped(w).map_err(wio)? {
+            Ok(()) => Ok(()),
+            Err(crcs) => {
+                relayout = Some(crcs);
+                Err(wio(std::io::Error::other("the header changed size")))
+            }
+        },
+    );
+    match relayout {
+        None => first,
+        Some(crcs) => {
+            let plan = plan.with_crcs(&crcs);
+            atomic_write(storage, path, commit, &mut |w| plan.write_to(w).map_err(wio))
+        }
+    }
+}
+
 /// Options of [`load_pytree_with`].
 #[derive(Clone, Debug)]
 pub struct LoadOptions {
-    /// Read large payloads with several threads (default true).
+    /// Read large payloads with several threads, and check and copy the payloads of a small
+    /// file with many tensors on two threads (default true).
     pub parallel: bool,
     /// Threads for parallel reads (default: the available cores, at most 8).
     pub threads: usize,
@@ -279,7 +321,8 @@ fn load_file(path: &Path, opts: &LoadOptions) -> Result<Pytree, CheckpointError>
             f.seek(std::io::SeekFrom::Start(0))
                 .and_then(|_| f.read_to_end(&mut bytes))
                 .map_err(|e| CheckpointError::io("read", path, e))?;
-            native::decode(&bytes).map_err(|source| CheckpointError::Format {
+            let threads = if opts.parallel { opts.threads.min(2) } else { 1 };
+            native::decode_threads(&bytes, threads).map_err(|source| CheckpointError::Format {
                 path: path.into(),
                 source,
             })

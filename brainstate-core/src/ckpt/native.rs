@@ -26,6 +26,8 @@ pub const MAX_DEPTH: usize = 64;
 /// Containers never preallocate more entries than this from a declared length: memory grows
 /// only with items actually present in the input.
 const PREALLOC_CAP: usize = 1024;
+/// The same for the tree's maps and lists, whose items ([`Pytree`]) are larger.
+const TREE_PREALLOC_CAP: usize = 256;
 /// The most axes a tensor may have.
 pub const MAX_NDIM: usize = 64;
 
@@ -163,10 +165,52 @@ pub type Meta = Pytree;
 pub struct Plan<'a> {
     header: Vec<u8>,
     tensors: Vec<&'a Tensor>,
-    entries: Vec<TensorEntry>,
+    entries: Vec<PlanEntry>,
     align: u64,
     datalen: u64,
+    tree_bytes: Vec<u8>,
+    meta_bytes: Option<Vec<u8>>,
+    /// Indices of tensors whose CRC32C is not known yet (see [`Plan::deferred`]); their entries
+    /// hold [`CRC_PLACEHOLDER`].
+    deferred: Vec<usize>,
 }
+
+/// A tensor's entry as the writer keeps it (the shape is read from the tensor when the header
+/// is encoded, so planning allocates nothing per tensor).
+#[derive(Clone, Copy, Debug)]
+struct PlanEntry {
+    dtype: DType,
+    off: u64,
+    len: u64,
+    crc32c: u32,
+}
+
+/// When a save computes CRCs while it writes: trees of at least `min_total` payload bytes
+/// leave the CRC32C of every tensor of at least `min_tensor` bytes to a second thread.
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug)]
+pub struct Overlap {
+    /// Smallest total payload that overlaps.
+    pub min_total: u64,
+    /// Smallest tensor whose CRC is left to the second thread.
+    pub min_tensor: usize,
+    /// The CRC assumed while laying out the header (tests use a short one to force a re-layout).
+    pub placeholder: u32,
+}
+
+impl Default for Overlap {
+    fn default() -> Overlap {
+        Overlap {
+            min_total: 32 << 20,
+            min_tensor: 1 << 20,
+            placeholder: CRC_PLACEHOLDER,
+        }
+    }
+}
+
+/// The CRC a deferred entry holds until its real one is known: the largest, so the header
+/// only shrinks (by at most 4 bytes per deferred tensor) when the real ones come in.
+const CRC_PLACEHOLDER: u32 = u32::MAX;
 
 /// Why a tree cannot be written in the native format.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -205,9 +249,30 @@ pub enum EncodeError {
 }
 
 impl<'a> Plan<'a> {
-    /// Plans the file for `tree` (CRC32C of every tensor computed here, on `threads` threads for
+    /// Plans the file for `tree` (CRC32C of every tensor computed here, on several threads for
     /// large trees), with optional `meta` and the given alignment.
     pub fn new(tree: &'a Pytree, meta: Option<&Meta>, align: usize) -> Result<Plan<'a>, EncodeError> {
+        Plan::build(tree, meta, align, None)
+    }
+
+    /// Like [`Plan::new`], but when the tree is large enough (`overlap`) the CRC32C of its large
+    /// tensors is left to [`Plan::write_overlapped`], which computes it while writing.
+    #[doc(hidden)]
+    pub fn deferred(
+        tree: &'a Pytree,
+        meta: Option<&Meta>,
+        align: usize,
+        overlap: Overlap,
+    ) -> Result<Plan<'a>, EncodeError> {
+        Plan::build(tree, meta, align, Some(overlap))
+    }
+
+    fn build(
+        tree: &'a Pytree,
+        meta: Option<&Meta>,
+        align: usize,
+        overlap: Option<Overlap>,
+    ) -> Result<Plan<'a>, EncodeError> {
         if !(8..=65536).contains(&align) || !align.is_power_of_two() {
             return Err(EncodeError::BadAlign(align));
         }
@@ -220,42 +285,100 @@ impl<'a> Plan<'a> {
             &mut String::new(),
             0,
         )?;
-        let mut meta_bytes = Vec::new();
-        if let Some(m) = meta {
-            encode_tree(m, &mut meta_bytes, &mut None, &mut String::new(), 0)?;
-        }
-        let crcs = crc_all(&tensors);
+        let meta_bytes = match meta {
+            Some(m) => {
+                let mut v = Vec::new();
+                encode_tree(m, &mut v, &mut None, &mut String::new(), 0)?;
+                Some(v)
+            }
+            None => None,
+        };
+        let total: u64 = tensors.iter().map(|t| t.nbytes() as u64).sum();
+        let two_cores = std::thread::available_parallelism().is_ok_and(|n| n.get() > 1);
+        let (crcs, deferred) = match overlap {
+            Some(o) if total >= o.min_total && two_cores => {
+                let mut deferred = Vec::new();
+                let crcs = tensors
+                    .iter()
+                    .enumerate()
+                    .map(|(i, t)| {
+                        if t.nbytes() >= o.min_tensor {
+                            deferred.push(i);
+                            o.placeholder
+                        } else {
+                            crc32c::crc32c(&t.le_bytes())
+                        }
+                    })
+                    .collect();
+                (crcs, deferred)
+            }
+            _ => (crc_all(&tensors), Vec::new()),
+        };
         let (offs, datalen) = layout(
             tensors.iter().map(|t| (t.dtype(), t.nbytes() as u64)),
             align as u64,
         )
         .expect("in-memory sizes fit u64");
-        let entries: Vec<TensorEntry> = tensors
+        let entries: Vec<PlanEntry> = tensors
             .iter()
             .zip(offs)
             .zip(crcs)
-            .map(|((t, off), crc32c)| TensorEntry {
+            .map(|((t, off), crc32c)| PlanEntry {
                 dtype: t.dtype(),
-                shape: t.shape().to_vec(),
                 off,
                 len: t.nbytes() as u64,
                 crc32c,
             })
             .collect();
-        let header = encode_header(&entries, &tree_bytes, meta.map(|_| &meta_bytes[..]), align as u64);
+        let header = encode_header(
+            &entries,
+            &tensors,
+            &tree_bytes,
+            meta_bytes.as_deref(),
+            align as u64,
+        );
         Ok(Plan {
             header,
             tensors,
             entries,
             align: align as u64,
             datalen,
+            tree_bytes,
+            meta_bytes,
+            deferred,
         })
+    }
+
+    /// True when some CRCs are left to [`Plan::write_overlapped`].
+    #[doc(hidden)]
+    pub fn has_deferred(&self) -> bool {
+        !self.deferred.is_empty()
+    }
+
+    /// The plan with the deferred CRCs filled in (`crcs` in the order of the deferred tensors).
+    #[doc(hidden)]
+    pub fn with_crcs(mut self, crcs: &[u32]) -> Plan<'a> {
+        for (&i, &c) in self.deferred.iter().zip(crcs) {
+            self.entries[i].crc32c = c;
+        }
+        self.deferred.clear();
+        self.header = encode_header(
+            &self.entries,
+            &self.tensors,
+            &self.tree_bytes,
+            self.meta_bytes.as_deref(),
+            self.align,
+        );
+        self
+    }
+
+    fn data_base(&self) -> u64 {
+        align_up(self.header.len() as u64, self.align).expect("small")
     }
 
     /// The total file size.
     pub fn file_len(&self) -> u64 {
-        let b = align_up(self.header.len() as u64, self.align).expect("small");
-        b + self.datalen + self.trailer().len() as u64
+        self.data_base() + self.datalen + self.trailer().len() as u64
     }
 
     fn trailer(&self) -> Vec<u8> {
@@ -269,13 +392,20 @@ impl<'a> Plan<'a> {
     /// Writes the whole file to `w`. Small items go through a buffer; payloads are written
     /// straight from the tensors' memory.
     pub fn write_to(&self, w: &mut dyn Write) -> io::Result<()> {
-        let mut small = Vec::with_capacity(256);
+        assert!(
+            self.deferred.is_empty(),
+            "write_to needs every CRC; use write_overlapped"
+        );
         w.write_all(&self.header)?;
         let hlen = self.header.len() as u64;
-        push_padding(
-            &mut small,
-            (align_up(hlen, self.align).expect("small") - hlen) as usize,
-        );
+        let mut small = Vec::with_capacity(256);
+        push_padding(&mut small, (self.data_base() - hlen) as usize);
+        self.write_data(w, small)?;
+        w.write_all(&self.trailer())
+    }
+
+    /// Writes the bytes from B to the trailer (exclusive), after the bytes already in `small`.
+    fn write_data(&self, w: &mut dyn Write, mut small: Vec<u8>) -> io::Result<()> {
         let mut cur = 0u64;
         for (t, e) in self.tensors.iter().zip(&self.entries) {
             let h = payload_head_len(e.dtype, e.len);
@@ -295,8 +425,93 @@ impl<'a> Plan<'a> {
             }
             cur = e.off + e.len;
         }
-        small.extend_from_slice(&self.trailer());
         w.write_all(&small)
+    }
+
+    /// Writes the whole file to `w` while a second thread computes the deferred CRCs: zeros in
+    /// place of the header, the payloads, the trailer, then the header at offset 0. Returns
+    /// `Ok(Err(crcs))` when the real CRCs make the header end in another alignment block than
+    /// the placeholders did (then the payloads sit at the wrong offsets: write the file again
+    /// from [`Plan::with_crcs`]). The bytes are the same as [`Plan::write_to`] gives. A storage
+    /// without positional writes gets the CRCs first and the file in order.
+    #[doc(hidden)]
+    pub fn write_overlapped(&self, w: &mut super::TempFile) -> io::Result<Result<(), Vec<u32>>> {
+        if !w.supports_write_at() {
+            // Sequential writes only: the CRCs first (on several threads), then the file.
+            let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8);
+            let crcs: Vec<u32> = self
+                .deferred
+                .iter()
+                .map(|&i| parallel_crc(&self.tensors[i].le_bytes(), threads))
+                .collect();
+            let mut entries = self.entries.clone();
+            for (&i, &c) in self.deferred.iter().zip(&crcs) {
+                entries[i].crc32c = c;
+            }
+            let header = encode_header(
+                &entries,
+                &self.tensors,
+                &self.tree_bytes,
+                self.meta_bytes.as_deref(),
+                self.align,
+            );
+            let hlen = header.len() as u64;
+            let base = align_up(hlen, self.align).expect("small");
+            if base != self.data_base() {
+                return Ok(Err(crcs));
+            }
+            w.write_all(&header)?;
+            let mut small = Vec::with_capacity(256);
+            push_padding(&mut small, (base - hlen) as usize);
+            self.write_data(w, small)?;
+            return w
+                .write_all(&encode_trailer(
+                    entries.len() as u64,
+                    self.datalen,
+                    crc32c::crc32c(&header),
+                ))
+                .map(Ok);
+        }
+        let base = self.data_base();
+        // A hint: a failure here shows up in the writes.
+        let trailer_max = encode_trailer(self.entries.len() as u64, self.datalen, u32::MAX).len();
+        let _ = w.allocate(base + self.datalen + trailer_max as u64);
+        let small = vec![0u8; base as usize];
+        let (written, crcs) = std::thread::scope(|s| {
+            let crc = s.spawn(|| {
+                self.deferred
+                    .iter()
+                    .map(|&i| crc32c::crc32c(&self.tensors[i].le_bytes()))
+                    .collect::<Vec<u32>>()
+            });
+            let written = self.write_data(w, small);
+            (written, crc.join())
+        });
+        written?;
+        let crcs = crcs.map_err(|_| io::Error::other("the CRC32C thread panicked"))?;
+        let mut entries = self.entries.clone();
+        for (&i, &c) in self.deferred.iter().zip(&crcs) {
+            entries[i].crc32c = c;
+        }
+        let mut header = encode_header(
+            &entries,
+            &self.tensors,
+            &self.tree_bytes,
+            self.meta_bytes.as_deref(),
+            self.align,
+        );
+        let hlen = header.len() as u64;
+        if align_up(hlen, self.align) != Some(base) {
+            return Ok(Err(crcs));
+        }
+        w.write_all(&encode_trailer(
+            entries.len() as u64,
+            self.datalen,
+            crc32c::crc32c(&header),
+        ))?;
+        push_padding(&mut header, (base - hlen) as usize);
+        w.write_all_at(&header, 0)?;
+        Ok(Ok(()))
     }
 
     /// The whole file as bytes (for tests and in-memory use).
@@ -312,7 +527,13 @@ fn crc_all(tensors: &[&Tensor]) -> Vec<u32> {
     let total: usize = tensors.iter().map(|t| t.nbytes()).sum();
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8);
     if total < (32 << 20) || threads == 1 {
-        return tensors.iter().map(|t| crc32c::crc32c(&t.le_bytes())).collect();
+        let mut out = Vec::with_capacity(tensors.len());
+        let mut chunks = tensors.chunks_exact(3);
+        for t in &mut chunks {
+            out.extend(crc32c_x3(&t[0].le_bytes(), &t[1].le_bytes(), &t[2].le_bytes()));
+        }
+        out.extend(chunks.remainder().iter().map(|t| crc32c::crc32c(&t.le_bytes())));
+        return out;
     }
     tensors
         .iter()
@@ -325,6 +546,44 @@ fn crc_all(tensors: &[&Tensor]) -> Vec<u32> {
             }
         })
         .collect()
+}
+
+/// CRC32C of three buffers at once: below 768 bytes the `crc32c` crate runs one dependency
+/// chain of 3-cycle `crc32` instructions, so three small payloads interleaved go about three
+/// times as fast. Equal to three `crc32c::crc32c` calls.
+pub(crate) fn crc32c_x3(a: &[u8], b: &[u8], c: &[u8]) -> [u32; 3] {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("sse4.2") {
+        // SAFETY: the CPU supports SSE 4.2 (checked just above).
+        let (raw, k) = unsafe { crc_x3_sse42(a, b, c) };
+        // `raw` is the un-inverted state after `k` bytes; crc32c_append continues from the
+        // finished (inverted) CRC of those bytes.
+        return [
+            crc32c::crc32c_append(!raw[0], &a[k..]),
+            crc32c::crc32c_append(!raw[1], &b[k..]),
+            crc32c::crc32c_append(!raw[2], &c[k..]),
+        ];
+    }
+    [crc32c::crc32c(a), crc32c::crc32c(b), crc32c::crc32c(c)]
+}
+
+/// The three CRC states (not inverted) over the first `k` bytes of each buffer, `k` the
+/// shortest length rounded down to 8, and `k`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "sse4.2")]
+fn crc_x3_sse42(a: &[u8], b: &[u8], c: &[u8]) -> ([u32; 3], usize) {
+    use std::arch::x86_64::_mm_crc32_u64;
+    let k = a.len().min(b.len()).min(c.len()) / 8 * 8;
+    let (mut x, mut y, mut z) = (u32::MAX as u64, u32::MAX as u64, u32::MAX as u64);
+    let word = |s: &[u8], i: usize| u64::from_le_bytes(s[i..i + 8].try_into().expect("8 bytes"));
+    let mut i = 0;
+    while i < k {
+        x = _mm_crc32_u64(x, word(a, i));
+        y = _mm_crc32_u64(y, word(b, i));
+        z = _mm_crc32_u64(z, word(c, i));
+        i += 8;
+    }
+    ([x as u32, y as u32, z as u32], k)
 }
 
 /// CRC32C of `b` computed in `threads` pieces and combined.
@@ -452,7 +711,13 @@ fn encode_tree<'a>(
     Ok(())
 }
 
-fn encode_header(entries: &[TensorEntry], tree: &[u8], meta: Option<&[u8]>, align: u64) -> Vec<u8> {
+fn encode_header(
+    entries: &[PlanEntry],
+    tensors: &[&Tensor],
+    tree: &[u8],
+    meta: Option<&[u8]>,
+    align: u64,
+) -> Vec<u8> {
     let mut h = Vec::with_capacity(64 + tree.len() + entries.len() * 48);
     h.extend_from_slice(&MAGIC);
     // Keys in RFC 8949 section 4.2.1 order (bytewise order of their encodings).
@@ -473,7 +738,7 @@ fn encode_header(entries: &[TensorEntry], tree: &[u8], meta: Option<&[u8]>, alig
     push_head(&mut h, 0, align);
     push_text(&mut h, "tensors");
     push_head(&mut h, 4, entries.len() as u64);
-    for e in entries {
+    for (e, t) in entries.iter().zip(tensors) {
         push_head(&mut h, 5, 5);
         push_text(&mut h, "len");
         push_head(&mut h, 0, e.len);
@@ -482,8 +747,8 @@ fn encode_header(entries: &[TensorEntry], tree: &[u8], meta: Option<&[u8]>, alig
         push_text(&mut h, "dtype");
         push_text(&mut h, e.dtype.name());
         push_text(&mut h, "shape");
-        push_head(&mut h, 4, e.shape.len() as u64);
-        for &d in &e.shape {
+        push_head(&mut h, 4, t.ndim() as u64);
+        for &d in t.shape() {
             push_head(&mut h, 0, d as u64);
         }
         push_text(&mut h, "crc32c");
@@ -821,20 +1086,200 @@ impl<'a> Parser<'a> {
         })
     }
 
+    /// A map key that is short text (the usual case) without the general head decoding; any
+    /// other input goes to [`Parser::key`], which reports errors.
+    #[inline]
+    fn key_fast(&mut self) -> Result<&'a str, FormatError> {
+        if let Some(&b) = self.bytes.get(self.pos) {
+            if (0x60..0x78).contains(&b) {
+                let n = (b & 0x1f) as usize;
+                if let Some(raw) = self.bytes.get(self.pos + 1..self.pos + 1 + n) {
+                    let k = if raw.is_ascii() {
+                        // SAFETY: ASCII bytes are valid UTF-8.
+                        Some(unsafe { std::str::from_utf8_unchecked(raw) })
+                    } else {
+                        std::str::from_utf8(raw).ok()
+                    };
+                    if let Some(k) = k {
+                        self.pos += 1 + n;
+                        return Ok(k);
+                    }
+                }
+            }
+        }
+        self.key()
+    }
+
+    /// A tensor or numpy-scalar reference at `depth` written as the writer does (`d9 b3 b0` or
+    /// `d9 b3 b1`, then an unsigned int of at most 4 bytes), or `None` with the position
+    /// unchanged (the general path then parses the item and reports any error).
+    #[inline]
+    fn ref_fast(&mut self, depth: usize, refs: &mut Refs) -> Option<Pytree> {
+        if depth >= MAX_DEPTH {
+            return None;
+        }
+        let b = self.bytes.get(self.pos..self.pos + 4)?;
+        let scalar = match b[..3] {
+            [0xd9, 0xb3, 0xb0] => false,
+            [0xd9, 0xb3, 0xb1] => true,
+            _ => return None,
+        };
+        let (i, w) = match b[3] {
+            h @ 0..=23 => (h as u64, 0),
+            24 => (*self.bytes.get(self.pos + 4)? as u64, 1),
+            25 | 26 => {
+                let w = if b[3] == 25 { 2 } else { 4 };
+                let arg = self.bytes.get(self.pos + 4..self.pos + 4 + w)?;
+                (arg.iter().fold(0u64, |acc, &x| (acc << 8) | x as u64), w)
+            }
+            _ => return None,
+        };
+        self.pos += 4 + w;
+        refs.list.push((i, scalar));
+        let t = refs.placeholder.clone();
+        Some(if scalar {
+            Pytree::Scalar(t)
+        } else {
+            Pytree::Tensor(t)
+        })
+    }
+
+    /// The tree skeleton, parsed straight into a [`Pytree`]: each tensor reference becomes an
+    /// empty placeholder tensor and is recorded in `refs` (index, numpy scalar) in document
+    /// order. Checks what [`Parser::value`] and [`build_tree`] check together.
+    fn tree(&mut self, depth: usize, refs: &mut Refs) -> Result<Pytree, FormatError> {
+        let at = self.at();
+        let nested = || -> Result<(), FormatError> {
+            if depth >= MAX_DEPTH {
+                Err(FormatError::TooDeep {
+                    offset: at,
+                    limit: MAX_DEPTH,
+                })
+            } else {
+                Ok(())
+            }
+        };
+        Ok(match self.pull()? {
+            Header::Positive(u) => i64::try_from(u).map_or(Pytree::UInt(u), Pytree::Int),
+            Header::Negative(n) => {
+                if n > i64::MAX as u64 {
+                    return Err(FormatError::IntOutOfRange);
+                }
+                Pytree::Int(!(n as i64))
+            }
+            Header::Float(f) => Pytree::Float(f),
+            Header::Simple(20) => Pytree::Bool(false),
+            Header::Simple(21) => Pytree::Bool(true),
+            Header::Simple(22) => Pytree::None,
+            Header::Simple(s) => {
+                return Err(FormatError::Syntax {
+                    offset: at,
+                    what: format!("unsupported simple value {s}"),
+                })
+            }
+            Header::Break => {
+                return Err(FormatError::Syntax {
+                    offset: at,
+                    what: "unexpected break".into(),
+                })
+            }
+            Header::Bytes(Some(n)) => Pytree::Bytes(self.take(n)?.to_vec()),
+            Header::Text(Some(n)) => Pytree::Str(self.text_of(n, at)?.to_string()),
+            Header::Array(Some(n)) => {
+                nested()?;
+                let mut v = Vec::with_capacity(n.min(self.remaining()).min(TREE_PREALLOC_CAP));
+                for _ in 0..n {
+                    v.push(match self.ref_fast(depth + 1, refs) {
+                        Some(x) => x,
+                        None => self.tree(depth + 1, refs)?,
+                    });
+                }
+                Pytree::List(v)
+            }
+            Header::Map(Some(n)) => {
+                nested()?;
+                let mut m = IndexMap::with_capacity(n.min(self.remaining() / 2).min(TREE_PREALLOC_CAP));
+                for _ in 0..n {
+                    let kat = self.at();
+                    let key = self.key_fast()?;
+                    let v = match self.ref_fast(depth + 1, refs) {
+                        Some(v) => v,
+                        None => self.tree(depth + 1, refs)?,
+                    };
+                    if m.insert(key.to_string(), v).is_some() {
+                        return Err(FormatError::DuplicateKey {
+                            offset: kat,
+                            key: key.to_string(),
+                        });
+                    }
+                }
+                Pytree::Map(m)
+            }
+            Header::Tag(t) => {
+                nested()?;
+                let cat = self.at();
+                // Tensor references are the bulk of a tree: take the expected uint directly.
+                if matches!(t, TAG_TENSOR | TAG_SCALAR | TAG_UINT) {
+                    if let Some(&b) = self.bytes.get(self.pos) {
+                        if b >> 5 == 0 {
+                            let Header::Positive(i) = self.pull()? else {
+                                unreachable!("major type 0 is an unsigned int")
+                            };
+                            return Ok(match t {
+                                TAG_TENSOR => {
+                                    refs.list.push((i, false));
+                                    Pytree::Tensor(refs.placeholder.clone())
+                                }
+                                TAG_SCALAR => {
+                                    refs.list.push((i, true));
+                                    Pytree::Scalar(refs.placeholder.clone())
+                                }
+                                _ => Pytree::UInt(i),
+                            });
+                        }
+                    }
+                }
+                // Anything else: the content is parsed (and checked) first, as a value.
+                let content = self.value(depth + 1)?;
+                match (t, content) {
+                    (TAG_TENSOR | TAG_SCALAR, _) => {
+                        return Err(FormatError::BadTensorRef {
+                            offset: cat,
+                            index: u64::MAX,
+                        })
+                    }
+                    (TAG_COMPLEX, Val::Array(a)) if a.len() == 2 => match (&a[0], &a[1]) {
+                        (Val::Float(re), Val::Float(im)) => Pytree::Complex(crate::C128::new(*re, *im)),
+                        _ => return Err(FormatError::UnknownTag { tag: TAG_COMPLEX }),
+                    },
+                    (t, _) => return Err(FormatError::UnknownTag { tag: t }),
+                }
+            }
+            Header::Bytes(None) | Header::Text(None) | Header::Array(None) | Header::Map(None) => {
+                return Err(FormatError::Syntax {
+                    offset: at,
+                    what: "indefinite-length items are not allowed".into(),
+                })
+            }
+        })
+    }
+
     /// One tensor entry written exactly as the writer does (five keys in canonical order, short
     /// dtype and shape heads), or `None` with the position unchanged: the general path then
     /// parses the entry and reports any error. Accepts nothing the general path refuses.
     #[inline]
-    fn tensor_entry_fast(&mut self) -> Option<TensorEntry> {
+    fn tensor_entry_fast(&mut self, dims: &mut Vec<usize>) -> Option<Entry> {
         let start = self.pos;
-        let e = self.tensor_entry_fast_inner();
+        let ndims = dims.len();
+        let e = self.tensor_entry_fast_inner(dims);
         if e.is_none() {
             self.pos = start;
+            dims.truncate(ndims);
         }
         e
     }
 
-    fn tensor_entry_fast_inner(&mut self) -> Option<TensorEntry> {
+    fn tensor_entry_fast_inner(&mut self, dims: &mut Vec<usize>) -> Option<Entry> {
         if *self.bytes.get(self.pos)? != 0xa5 {
             return None;
         }
@@ -846,20 +1291,21 @@ impl<'a> Parser<'a> {
         self.fast_lit(b"\x65dtype")?;
         let n = self.fast_short_head(3)?;
         let raw = self.bytes.get(self.pos..self.pos + n)?;
-        let dtype = DType::from_name(std::str::from_utf8(raw).ok()?)?;
+        let dtype = dtype_from_bytes(raw)?;
         self.pos += n;
         self.fast_lit(b"\x65shape")?;
         // At most 23 axes here (a one-byte head), below MAX_NDIM.
         let nd = self.fast_short_head(4)?;
-        let mut shape = Vec::with_capacity(nd);
+        let dims_at = dims.len();
         for _ in 0..nd {
-            shape.push(usize::try_from(self.fast_uint()?).ok()?);
+            dims.push(usize::try_from(self.fast_uint()?).ok()?);
         }
         self.fast_lit(b"\x66crc32c")?;
         let crc32c = u32::try_from(self.fast_uint()?).ok()?;
-        Some(TensorEntry {
+        Some(Entry {
             dtype,
-            shape,
+            dims_at,
+            ndim: nd,
             off,
             len,
             crc32c,
@@ -880,13 +1326,18 @@ impl<'a> Parser<'a> {
     /// An unsigned int (major type 0).
     #[inline]
     fn fast_uint(&mut self) -> Option<u64> {
-        if *self.bytes.get(self.pos)? >> 5 != 0 {
-            return None;
-        }
-        match self.pull().ok()? {
-            Header::Positive(u) => Some(u),
-            _ => None,
-        }
+        let b = *self.bytes.get(self.pos)?;
+        let w = match b {
+            0..=23 => {
+                self.pos += 1;
+                return Some(b as u64);
+            }
+            24..=27 => 1usize << (b - 24),
+            _ => return None,
+        };
+        let arg = self.bytes.get(self.pos + 1..self.pos + 1 + w)?;
+        self.pos += 1 + w;
+        Some(arg.iter().fold(0u64, |acc, &x| (acc << 8) | x as u64))
     }
 
     /// A one-byte head of major type `major` (argument below 24).
@@ -900,9 +1351,9 @@ impl<'a> Parser<'a> {
         Some((b & 0x1f) as usize)
     }
 
-    /// One tensor entry, parsed without building generic values.
-    fn tensor_entry(&mut self, index: usize) -> Result<TensorEntry, FormatError> {
-        if let Some(e) = self.tensor_entry_fast() {
+    /// One tensor entry, parsed without building generic values; its shape is appended to `dims`.
+    fn tensor_entry(&mut self, index: usize, dims: &mut Vec<usize>) -> Result<Entry, FormatError> {
+        if let Some(e) = self.tensor_entry_fast(dims) {
             return Ok(e);
         }
         let item = Item::TensorEntry;
@@ -942,12 +1393,12 @@ impl<'a> Parser<'a> {
                     if nd > MAX_NDIM {
                         return Err(FormatError::BadShape { index });
                     }
-                    let mut dims = Vec::with_capacity(nd);
+                    let dims_at = dims.len();
                     for _ in 0..nd {
                         let d = self.uint(item, "shape")?;
                         dims.push(usize::try_from(d).map_err(|_| FormatError::BadShape { index })?);
                     }
-                    shape.replace(dims).is_some()
+                    shape.replace((dims_at, nd)).is_some()
                 }
                 other => self.skip_unknown(other, &mut others)?,
             };
@@ -964,9 +1415,12 @@ impl<'a> Parser<'a> {
             key,
         };
         let crc = crc.ok_or_else(|| missing("crc32c"))?;
-        Ok(TensorEntry {
-            dtype: dtype.ok_or_else(|| missing("dtype"))?,
-            shape: shape.ok_or_else(|| missing("shape"))?,
+        let dtype = dtype.ok_or_else(|| missing("dtype"))?;
+        let (dims_at, ndim) = shape.ok_or_else(|| missing("shape"))?;
+        Ok(Entry {
+            dtype,
+            dims_at,
+            ndim,
             off: off.ok_or_else(|| missing("off"))?,
             len: len.ok_or_else(|| missing("len"))?,
             crc32c: u32::try_from(crc).map_err(|_| FormatError::WrongType {
@@ -978,6 +1432,28 @@ impl<'a> Parser<'a> {
             })?,
         })
     }
+}
+
+/// [`DType::from_name`] on the name's bytes, as one match.
+fn dtype_from_bytes(raw: &[u8]) -> Option<DType> {
+    Some(match raw {
+        b"bool" => DType::Bool,
+        b"uint8" => DType::U8,
+        b"uint16" => DType::U16,
+        b"uint32" => DType::U32,
+        b"uint64" => DType::U64,
+        b"int8" => DType::I8,
+        b"int16" => DType::I16,
+        b"int32" => DType::I32,
+        b"int64" => DType::I64,
+        b"float16" => DType::F16,
+        b"bfloat16" => DType::BF16,
+        b"float32" => DType::F32,
+        b"float64" => DType::F64,
+        b"complex64" => DType::C64,
+        b"complex128" => DType::C128,
+        _ => return None,
+    })
 }
 
 fn head_kind(h: &Header) -> &'static str {
@@ -1019,6 +1495,56 @@ fn uint(v: &Val, at: u64, item: Item, key: &'static str) -> Result<u64, FormatEr
     }
 }
 
+/// A tensor entry as parsed: its shape is `ndim` axes at `dims_at` in the header's shared axis
+/// list, so parsing allocates nothing per entry.
+#[derive(Clone, Copy, Debug)]
+struct Entry {
+    dtype: DType,
+    dims_at: usize,
+    ndim: usize,
+    off: u64,
+    len: u64,
+    crc32c: u32,
+}
+
+/// The tree with an empty placeholder tensor at each reference, and the references (index,
+/// numpy scalar) in document order, which is the order [`fill`] visits them in.
+#[derive(Debug)]
+struct Skeleton {
+    tree: Pytree,
+    refs: Vec<(u64, bool)>,
+}
+
+/// A tensor-free stand-in for a reference until its tensor is read (no allocation).
+fn placeholder() -> Tensor {
+    Tensor::from_vec::<u8>(&[0], Vec::new()).expect("an empty shape holds no elements")
+}
+
+/// The references met while parsing a tree, and the placeholder cloned for each.
+struct Refs {
+    list: Vec<(u64, bool)>,
+    placeholder: Tensor,
+}
+
+/// A parsed and validated header, with compact tensor entries.
+struct RawHeader {
+    header_len: u64,
+    version: [u64; 2],
+    align: u64,
+    entries: Vec<Entry>,
+    dims: Vec<usize>,
+    tree: Skeleton,
+    meta: Option<Val>,
+    data_base: u64,
+    datalen: u64,
+}
+
+impl RawHeader {
+    fn shape(&self, e: &Entry) -> &[usize] {
+        &self.dims[e.dims_at..e.dims_at + e.ndim]
+    }
+}
+
 /// A parsed and validated header.
 #[derive(Debug)]
 pub struct ParsedHeader {
@@ -1030,7 +1556,7 @@ pub struct ParsedHeader {
     pub align: u64,
     /// Tensor entries in file order.
     pub tensors: Vec<TensorEntry>,
-    tree: Val,
+    tree: Skeleton,
     meta: Option<Val>,
     /// Data base B.
     pub data_base: u64,
@@ -1058,6 +1584,38 @@ impl ParsedHeader {
 /// Parses the header from `bytes` (the start of a file of `file_len` bytes). Returns
 /// [`FormatError::Truncated`] if the header runs past `bytes` (the caller may retry with more).
 pub fn parse_header(bytes: &[u8], file_len: u64) -> Result<ParsedHeader, FormatError> {
+    let r = parse_raw(bytes, file_len)?;
+    let tensors = r
+        .entries
+        .iter()
+        .map(|e| TensorEntry {
+            dtype: e.dtype,
+            shape: r.shape(e).to_vec(),
+            off: e.off,
+            len: e.len,
+            crc32c: e.crc32c,
+        })
+        .collect();
+    Ok(ParsedHeader {
+        header_len: r.header_len,
+        version: r.version,
+        align: r.align,
+        tensors,
+        tree: r.tree,
+        meta: r.meta,
+        data_base: r.data_base,
+        datalen: r.datalen,
+    })
+}
+
+/// The tree as parsed: straight into a skeleton when the format id and version came first (as
+/// in every file the writer makes), else generically, built once they are checked.
+enum TreeParse {
+    Skeleton(Skeleton),
+    Val(Val),
+}
+
+fn parse_raw(bytes: &[u8], file_len: u64) -> Result<RawHeader, FormatError> {
     if bytes.len() < 3 || bytes[..3] != MAGIC {
         return Err(FormatError::BadMagic);
     }
@@ -1065,6 +1623,7 @@ pub fn parse_header(bytes: &[u8], file_len: u64) -> Result<ParsedHeader, FormatE
     let item = Item::Header;
     let n = p.map_head(item, "")?;
     let (mut fmt, mut ver, mut align, mut tensors, mut tree, mut meta) = (None, None, None, None, None, None);
+    let mut dims = Vec::new();
     let mut others: Vec<&str> = Vec::new();
     for _ in 0..n {
         let kat = p.at();
@@ -1073,16 +1632,33 @@ pub fn parse_header(bytes: &[u8], file_len: u64) -> Result<ParsedHeader, FormatE
             "fmt" => fmt.replace(p.value(1)?).is_some(),
             "ver" => ver.replace(p.value(1)?).is_some(),
             "align" => align.replace(p.uint(item, "align")?).is_some(),
-            "tree" => tree.replace(p.value(1)?).is_some(),
+            "tree" => {
+                let t = if check_id(&fmt, &ver).is_ok() {
+                    let mut refs = Refs {
+                        list: Vec::new(),
+                        placeholder: placeholder(),
+                    };
+                    let tree = p.tree(1, &mut refs)?;
+                    TreeParse::Skeleton(Skeleton {
+                        tree,
+                        refs: refs.list,
+                    })
+                } else {
+                    TreeParse::Val(p.value(1)?)
+                };
+                tree.replace(t).is_some()
+            }
             "meta" => meta.replace(p.value(1)?).is_some(),
             "tensors" => {
                 // The format id and version come first in every valid header: check them before
                 // reading entries, so another format or version gets the right error.
                 check_id(&fmt, &ver)?;
                 let count = p.array_head(item, "tensors")?;
-                let mut v = Vec::with_capacity(count.min(p.remaining() / 32));
+                let cap = count.min(p.remaining() / 32);
+                let mut v = Vec::with_capacity(cap);
+                dims = Vec::with_capacity(cap * 2);
                 for index in 0..count {
-                    v.push(p.tensor_entry(index)?);
+                    v.push(p.tensor_entry(index, &mut dims)?);
                 }
                 tensors.replace(v).is_some()
             }
@@ -1102,16 +1678,33 @@ pub fn parse_header(bytes: &[u8], file_len: u64) -> Result<ParsedHeader, FormatE
     if !(8..=65536).contains(&align) || !align.is_power_of_two() {
         return Err(FormatError::BadAlign { align });
     }
-    let tensors = tensors.ok_or(missing("tensors"))?;
-    let tree = tree.ok_or(missing("tree"))?;
-    for (index, e) in tensors.iter().enumerate() {
+    let entries = tensors.ok_or(missing("tensors"))?;
+    let tree = match tree.ok_or(missing("tree"))? {
+        TreeParse::Skeleton(s) => s,
+        TreeParse::Val(v) => {
+            let mut refs = Vec::new();
+            let tree = build_tree(v, &mut |i, scalar, _| {
+                refs.push((i, scalar));
+                Ok(if scalar {
+                    Pytree::Scalar(placeholder())
+                } else {
+                    Pytree::Tensor(placeholder())
+                })
+            })?;
+            Skeleton { tree, refs }
+        }
+    };
+    // Validate every length against the file before anything is allocated for payloads.
+    let too_large = FormatError::TooLarge { file_len };
+    let mut cur = 0u64;
+    for (index, e) in entries.iter().enumerate() {
+        let shape = &dims[e.dims_at..e.dims_at + e.ndim];
         // ndarray needs the product of the non-zero axes to fit isize.
-        let nonzero = e
-            .shape
+        let nonzero = shape
             .iter()
             .try_fold(1usize, |acc, &d| acc.checked_mul(d.max(1)))
             .filter(|&p| p <= isize::MAX as usize);
-        match (nonzero, checked_nbytes(e.dtype, &e.shape).ok()) {
+        match (nonzero, checked_nbytes(e.dtype, shape).ok()) {
             (Some(_), Some(n)) if n as u64 == e.len => {}
             (Some(_), Some(n)) => {
                 return Err(FormatError::LengthMismatch {
@@ -1122,11 +1715,11 @@ pub fn parse_header(bytes: &[u8], file_len: u64) -> Result<ParsedHeader, FormatE
             }
             _ => return Err(FormatError::BadShape { index }),
         }
-    }
-    // Validate every length against the file before anything is allocated for payloads.
-    let (offs, datalen) =
-        layout(tensors.iter().map(|e| (e.dtype, e.len)), align).ok_or(FormatError::TooLarge { file_len })?;
-    for (index, (e, off)) in tensors.iter().zip(offs).enumerate() {
+        // The layout rule, as `layout` computes it.
+        let off = cur
+            .checked_add(payload_head_len(e.dtype, e.len))
+            .and_then(|x| align_up(x, align))
+            .ok_or_else(|| too_large.clone())?;
         if e.off != off {
             return Err(FormatError::BadOffset {
                 index,
@@ -1134,17 +1727,20 @@ pub fn parse_header(bytes: &[u8], file_len: u64) -> Result<ParsedHeader, FormatE
                 found: e.off,
             });
         }
+        cur = off.checked_add(e.len).ok_or_else(|| too_large.clone())?;
     }
-    let data_base = align_up(header_len, align).ok_or(FormatError::TooLarge { file_len })?;
+    let datalen = cur;
+    let data_base = align_up(header_len, align).ok_or_else(|| too_large.clone())?;
     match data_base.checked_add(datalen) {
         Some(end) if end < file_len => {}
-        _ => return Err(FormatError::TooLarge { file_len }),
+        _ => return Err(too_large),
     }
-    Ok(ParsedHeader {
+    Ok(RawHeader {
         header_len,
         version,
         align,
-        tensors,
+        entries,
+        dims,
         tree,
         meta,
         data_base,
@@ -1192,7 +1788,7 @@ fn bad_ver(v: &Option<Val>) -> FormatError {
 }
 
 /// Parses the trailer from its bytes (which must end the file) and checks it against the header.
-fn check_trailer(bytes: &[u8], at: u64, h: &ParsedHeader, hcrc: u32) -> Result<(), FormatError> {
+fn check_trailer(bytes: &[u8], at: u64, count: usize, datalen: u64, hcrc: u32) -> Result<(), FormatError> {
     let mut p = Parser::new(bytes, at);
     let v = p.value(0)?;
     if p.pos() != bytes.len() {
@@ -1212,12 +1808,12 @@ fn check_trailer(bytes: &[u8], at: u64, h: &ParsedHeader, hcrc: u32) -> Result<(
         return Err(bad("`end` is not the format id".into()));
     }
     let n = uint(get(&m, "n", at, item)?, at, item, "n")?;
-    if n != h.tensors.len() as u64 {
-        return Err(bad(format!("n = {n}, but the header lists {}", h.tensors.len())));
+    if n != count as u64 {
+        return Err(bad(format!("n = {n}, but the header lists {count}")));
     }
     let d = uint(get(&m, "datalen", at, item)?, at, item, "datalen")?;
-    if d != h.datalen {
-        return Err(bad(format!("datalen = {d}, expected {}", h.datalen)));
+    if d != datalen {
+        return Err(bad(format!("datalen = {d}, expected {datalen}")));
     }
     let stored = uint(get(&m, "hcrc", at, item)?, at, item, "hcrc")?;
     if stored != hcrc as u64 {
@@ -1396,34 +1992,69 @@ pub fn read<R: Read + Seek>(
             offset: trailer_at + tb.len() as u64,
         });
     }
-    check_trailer(&tb, trailer_at, &h, hcrc)?;
-    assemble(h.tree, out)
+    check_trailer(&tb, trailer_at, h.tensors.len(), h.datalen, hcrc)?;
+    assemble(h.tree, out.len(), &mut |i| {
+        out[i].take().ok_or(FormatError::BadTensorRef {
+            offset: 0,
+            index: i as u64,
+        })
+    })
 }
 
-/// Builds the tree from the skeleton, moving each tensor into its (single) reference.
-fn assemble(tree: Val, mut out: Vec<Option<Tensor>>) -> Result<Pytree, FormatError> {
-    let n = out.len() as u64;
-    let tree = build_tree(tree, &mut |i, scalar, at| {
-        let slot = usize::try_from(i)
+/// Builds the tree from the skeleton: `make(i)` gives tensor `i` for its (single) reference.
+/// Every index must be referenced exactly once; numpy scalars must be 0-d.
+fn assemble(
+    skel: Skeleton,
+    count: usize,
+    make: &mut dyn FnMut(usize) -> Result<Tensor, FormatError>,
+) -> Result<Pytree, FormatError> {
+    let mut used = vec![false; count];
+    let mut tree = skel.tree;
+    let mut refs = skel.refs.into_iter();
+    fill(&mut tree, &mut |x| {
+        let bad = |index| FormatError::BadTensorRef { offset: 0, index };
+        let (i, scalar) = refs.next().ok_or(bad(u64::MAX))?;
+        let k = usize::try_from(i)
             .ok()
-            .and_then(|i| out.get_mut(i))
-            .ok_or(FormatError::BadTensorRef { offset: at, index: i })?;
-        let t = slot
-            .take()
-            .ok_or(FormatError::BadTensorRef { offset: at, index: i })?;
-        if scalar {
-            if t.ndim() != 0 {
-                return Err(FormatError::BadTensorRef { offset: at, index: i });
-            }
-            Ok(Pytree::Scalar(t))
-        } else {
-            Ok(Pytree::Tensor(t))
+            .filter(|&k| k < count && !used[k])
+            .ok_or(bad(i))?;
+        used[k] = true;
+        let t = make(k)?;
+        if scalar && t.ndim() != 0 {
+            return Err(bad(i));
         }
+        *x = t;
+        Ok(())
     })?;
-    if let Some(i) = out.iter().position(Option::is_some) {
-        return Err(FormatError::UnreferencedTensor { index: i, count: n });
+    if let Some(i) = used.iter().position(|&u| !u) {
+        return Err(FormatError::UnreferencedTensor {
+            index: i,
+            count: count as u64,
+        });
     }
     Ok(tree)
+}
+
+/// Calls `f` on every tensor leaf (the placeholders of a skeleton) in document order.
+fn fill(
+    t: &mut Pytree,
+    f: &mut dyn FnMut(&mut Tensor) -> Result<(), FormatError>,
+) -> Result<(), FormatError> {
+    match t {
+        Pytree::Map(m) => {
+            for v in m.values_mut() {
+                fill(v, f)?;
+            }
+        }
+        Pytree::List(l) => {
+            for v in l {
+                fill(v, f)?;
+            }
+        }
+        Pytree::Tensor(x) | Pytree::Scalar(x) => f(x)?,
+        _ => {}
+    }
+    Ok(())
 }
 
 fn io_err(e: io::Error) -> FormatError {
@@ -1466,67 +2097,144 @@ pub fn check_structure<R: Read + Seek>(r: &mut R, file_len: u64) -> Result<Parse
     r.seek(SeekFrom::Start(at)).map_err(io_err)?;
     r.read_exact(&mut tb)
         .map_err(|_| FormatError::Truncated { offset: at })?;
-    check_trailer(&tb, at, &h, hcrc)?;
+    check_trailer(&tb, at, h.tensors.len(), h.datalen, hcrc)?;
     Ok(h)
 }
 
 /// Decodes a native checkpoint held in memory (the same checks as [`read`], on a slice).
 pub fn decode(bytes: &[u8]) -> Result<Pytree, FormatError> {
+    decode_threads(bytes, 1)
+}
+
+/// Files with at least this many tensors and payload bytes are decoded by two threads when
+/// more are allowed (below that, a second thread costs more than it saves on a busy machine).
+const SPLIT_MIN_TENSORS: usize = 2048;
+const SPLIT_MIN_BYTES: u64 = 8 << 20;
+
+/// [`decode`], checking and copying the payloads of a file with many tensors on two threads
+/// when `threads > 1`. Errors are the same as [`decode`]'s: the one at the lowest index wins.
+pub fn decode_threads(bytes: &[u8], threads: usize) -> Result<Pytree, FormatError> {
     let file_len = bytes.len() as u64;
-    let h = parse_header(bytes, file_len)?;
+    let h = parse_raw(bytes, file_len)?;
     let hcrc = crc32c::crc32c(&bytes[..h.header_len as usize]);
-    // parse_header checked B + datalen < file_len, so every slice below is in bounds.
-    let mut pos = h.header_len as usize;
+    // parse_raw checked B + datalen < file_len, so every slice below is in bounds.
     let mut expect = Vec::with_capacity(128);
-    let check = |expect: &mut Vec<u8>, pos: &mut usize, index: usize| -> Result<(), FormatError> {
-        let got = &bytes[*pos..*pos + expect.len()];
-        if got != &expect[..] {
-            let i = got
-                .iter()
-                .zip(expect.iter())
-                .position(|(a, b)| a != b)
-                .unwrap_or(0);
-            return Err(FormatError::BadPadding {
-                offset: (*pos + i) as u64,
-                index,
-            });
-        }
-        *pos += expect.len();
-        expect.clear();
-        Ok(())
-    };
     push_padding(&mut expect, (h.data_base - h.header_len) as usize);
-    check(&mut expect, &mut pos, 0)?;
-    let mut cur = 0u64;
-    let mut out = Vec::with_capacity(h.tensors.len());
-    for (index, e) in h.tensors.iter().enumerate() {
-        push_padding(
-            &mut expect,
-            (e.off - payload_head_len(e.dtype, e.len) - cur) as usize,
-        );
-        payload_head(e.dtype, e.len, &mut expect);
-        check(&mut expect, &mut pos, index)?;
-        let payload = &bytes[pos..pos + e.len as usize];
-        let crc = crc32c::crc32c(payload);
-        if crc != e.crc32c {
-            return Err(FormatError::Checksum {
-                index,
-                offset: pos as u64,
-                stored: e.crc32c,
-                computed: crc,
-            });
+    check_bytes(bytes, h.header_len as usize, &expect, 0)?;
+    let n = h.entries.len();
+    let tensors = if threads > 1 && n >= SPLIT_MIN_TENSORS && h.datalen >= SPLIT_MIN_BYTES {
+        // Split where about half of the work (bytes, plus a fixed cost per tensor) is done.
+        let work = |e: &Entry| e.len + 512;
+        let total: u64 = h.entries.iter().map(work).sum();
+        let mut acc = 0u64;
+        let mid = h
+            .entries
+            .iter()
+            .position(|e| {
+                acc += work(e);
+                acc >= total / 2
+            })
+            .map_or(n, |i| i + 1);
+        let (lo, hi) = std::thread::scope(|s| {
+            let hi = s.spawn(|| payloads(bytes, &h, mid..n));
+            let lo = payloads(bytes, &h, 0..mid);
+            (lo, hi.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+        });
+        let mut lo = lo?;
+        lo.extend(hi?);
+        lo
+    } else {
+        payloads(bytes, &h, 0..n)?
+    };
+    let trailer_at = (h.data_base + h.datalen) as usize;
+    check_trailer(&bytes[trailer_at..], trailer_at as u64, n, h.datalen, hcrc)?;
+    let mut out = tensors;
+    assemble(h.tree, n, &mut |i| {
+        out[i].take().ok_or(FormatError::BadTensorRef {
+            offset: 0,
+            index: i as u64,
+        })
+    })
+}
+
+/// Checks the padding, payload head and CRC32C of the tensors in `range` and copies each into
+/// a new tensor while its bytes are in cache; stops at the first error.
+fn payloads(
+    bytes: &[u8],
+    h: &RawHeader,
+    range: std::ops::Range<usize>,
+) -> Result<Vec<Option<Tensor>>, FormatError> {
+    let base = h.data_base as usize;
+    let mut expect = Vec::with_capacity(128);
+    let mut out = Vec::with_capacity(range.len());
+    let mut cur = match range.start {
+        0 => 0,
+        i => h.entries[i - 1].off + h.entries[i - 1].len,
+    };
+    // parse_raw checked every payload lies inside the file.
+    let payload = |e: &Entry| &bytes[base + e.off as usize..base + (e.off + e.len) as usize];
+    let mut last = None;
+    let mut first = range.start;
+    while first < range.end {
+        // CRCs three at a time (see crc32c_x3), then each tensor in order.
+        let group = &h.entries[first..range.end.min(first + 3)];
+        let crcs = match group {
+            [a, b, c] => crc32c_x3(payload(a), payload(b), payload(c)),
+            _ => {
+                let mut v = [0; 3];
+                for (v, e) in v.iter_mut().zip(group) {
+                    *v = crc32c::crc32c(payload(e));
+                }
+                v
+            }
+        };
+        for (j, (e, &crc)) in group.iter().zip(&crcs).enumerate() {
+            let index = first + j;
+            // The expected padding and head depend only on the gap, dtype and length: rebuilt
+            // only when those change (runs of same-sized tensors reuse them).
+            let gap = e.off - payload_head_len(e.dtype, e.len) - cur;
+            if last != Some((gap, e.dtype, e.len)) {
+                expect.clear();
+                push_padding(&mut expect, gap as usize);
+                payload_head(e.dtype, e.len, &mut expect);
+                last = Some((gap, e.dtype, e.len));
+            }
+            check_bytes(bytes, base + cur as usize, &expect, index)?;
+            let pos = base + e.off as usize;
+            if crc != e.crc32c {
+                return Err(FormatError::Checksum {
+                    index,
+                    offset: pos as u64,
+                    stored: e.crc32c,
+                    computed: crc,
+                });
+            }
+            let t = Tensor::from_le_bytes(e.dtype, h.shape(e), payload(e)).map_err(|source| {
+                FormatError::Tensor {
+                    index,
+                    offset: pos as u64,
+                    source: Box::new(source),
+                }
+            })?;
+            out.push(Some(t));
+            cur = e.off + e.len;
         }
-        let t = Tensor::from_le_bytes(e.dtype, &e.shape, payload).map_err(|source| FormatError::Tensor {
-            index,
-            offset: pos as u64,
-            source: Box::new(source),
-        })?;
-        out.push(Some(t));
-        pos += e.len as usize;
-        cur = e.off + e.len;
+        first += group.len();
     }
-    check_trailer(&bytes[pos..], pos as u64, &h, hcrc)?;
-    assemble(h.tree, out)
+    Ok(out)
+}
+
+/// Checks that `bytes` holds `expect` at `pos` (padding and payload heads).
+fn check_bytes(bytes: &[u8], pos: usize, expect: &[u8], index: usize) -> Result<(), FormatError> {
+    let got = &bytes[pos..pos + expect.len()];
+    if got != expect {
+        let i = got.iter().zip(expect).position(|(a, b)| a != b).unwrap_or(0);
+        return Err(FormatError::BadPadding {
+            offset: (pos + i) as u64,
+            index,
+        });
+    }
+    Ok(())
 }
 
 /// Encodes `tree` as a native checkpoint in memory.
@@ -1599,5 +2307,42 @@ impl Read for ParallelReader<'_> {
         }
         self.done += buf.len() as u64;
         Ok(buf.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn dtype_from_bytes_knows_every_name() {
+        for d in crate::DType::ALL {
+            assert_eq!(super::dtype_from_bytes(d.name().as_bytes()), Some(d));
+        }
+        assert_eq!(super::dtype_from_bytes(b"float8_e4m3fn"), None);
+    }
+
+    #[test]
+    fn crc32c_x3_equals_three_crcs() {
+        let data: Vec<u8> = (0..300u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        for (la, lb, lc) in [
+            (0, 0, 0),
+            (1, 9, 17),
+            (8, 8, 8),
+            (100, 37, 64),
+            (300, 299, 7),
+            (24, 0, 300),
+        ] {
+            let (a, b, c) = (
+                &data[..la],
+                &data[300 - lb..],
+                &data[lc / 2..lc / 2 + (300 - lc).min(lc)],
+            );
+            assert_eq!(
+                super::crc32c_x3(a, b, c),
+                [crc32c::crc32c(a), crc32c::crc32c(b), crc32c::crc32c(c)],
+                "{la} {lb} {lc}"
+            );
+        }
     }
 }
