@@ -4,6 +4,7 @@
 //!
 //! ```text
 //! MATMUL_NUM_THREADS=1 cargo run --release -p brainstate-nn --example bench_train -- all
+//! MATMUL_NUM_THREADS=2 cargo run --release -p brainstate-nn --example bench_train -- all 5
 //! cargo run --release -p brainstate-nn --example bench_train -- big-dense 5
 //! # the large products through the system OpenBLAS (apt-get install libopenblas-dev):
 //! OPENBLAS_CORETYPE=SkylakeX OPENBLAS_NUM_THREADS=1 \
@@ -11,7 +12,11 @@
 //! ```
 //! Cases: `small` (100 -> 10 -> 2, 10 Hz input at dt = 1 ms), `big-dense` (700 -> 1000 -> 20,
 //! dense input: every value nonzero), `big-sparse` (the same network, 1 % input density),
-//! `fwd` (forward only, 1 % input), `all`. Prints one `SUMMARY {json}` line at the end.
+//! `fwd` (forward only, 1 % input), `all`. Each training case prints the first epoch, the median
+//! and best of the others, CPU time per epoch and a fingerprint of the final parameters and
+//! gradients (equal across runs and thread counts when the arithmetic is). Threads:
+//! `BRAINSTATE_NUM_THREADS` (else `MATMUL_NUM_THREADS`; 1 or 2). Prints one `SUMMARY {json}` line
+//! at the end.
 use brainstate_nn::*;
 use ndarray::Array3;
 use rand::{Rng, SeedableRng};
@@ -63,7 +68,30 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-fn train(c: &Case, epochs: usize) -> (f64, f64, f32, f32, f64) {
+/// FNV-1a over the bits of every parameter and gradient: equal across runs (and thread counts)
+/// when the arithmetic is.
+fn fingerprint(net: &mut TutorialSnn) -> u64 {
+    let mut h = 0xcbf2_9ce4_8422_2325u64;
+    net.visit_params(&mut |_, _, var, grad| {
+        let vals = var.value().as_slice::<f32>().unwrap_or(&[]);
+        for v in vals.iter().chain(grad) {
+            h = (h ^ u64::from(v.to_bits())).wrapping_mul(0x100_0000_01b3);
+        }
+    });
+    h
+}
+
+struct Run {
+    first: f64,
+    steady: f64,
+    best: f64,
+    loss0: f32,
+    loss1: f32,
+    cpu: f64,
+    fingerprint: u64,
+}
+
+fn train(c: &Case, epochs: usize) -> Run {
     let (mut net, mut opt, x, y) = setup(c, 0);
     let mut trainer = Bptt::new(1.0);
     let mut times = Vec::new();
@@ -81,26 +109,31 @@ fn train(c: &Case, epochs: usize) -> (f64, f64, f32, f32, f64) {
         losses.push(l);
     }
     let cpu = (cpu_s() - cpu0) / (epochs - 1) as f64;
-    let first = times[0];
-    let steady = median(times[1..].to_vec());
-    (first, steady, losses[0], *losses.last().unwrap(), cpu)
+    Run {
+        first: times[0],
+        steady: median(times[1..].to_vec()),
+        best: times[1..].iter().copied().fold(f64::INFINITY, f64::min),
+        loss0: losses[0],
+        loss1: *losses.last().unwrap(),
+        cpu,
+        fingerprint: fingerprint(&mut net),
+    }
 }
 
-fn forward(c: &Case, reps: usize) -> (f64, f64) {
+fn forward(c: &Case, reps: usize) -> (f64, f64, f64) {
     let (mut net, _, x, _) = setup(c, 0);
     let mut trainer = Bptt::new(1.0);
     trainer.forward(&mut net, &x, false).unwrap();
     let cpu0 = cpu_s();
-    let wall = median(
-        (0..reps)
-            .map(|_| {
-                let t0 = Instant::now();
-                trainer.forward(&mut net, &x, false).unwrap();
-                t0.elapsed().as_secs_f64()
-            })
-            .collect(),
-    );
-    (wall, (cpu_s() - cpu0) / reps as f64)
+    let times: Vec<f64> = (0..reps)
+        .map(|_| {
+            let t0 = Instant::now();
+            trainer.forward(&mut net, &x, false).unwrap();
+            t0.elapsed().as_secs_f64()
+        })
+        .collect();
+    let best = times.iter().copied().fold(f64::INFINITY, f64::min);
+    (median(times), (cpu_s() - cpu0) / reps as f64, best)
 }
 
 fn main() {
@@ -137,6 +170,7 @@ fn main() {
     let mut summary = vec![
         format!("\"matmul_backend\": \"{MATMUL_BACKEND}\""),
         format!("\"matmul_threads\": \"{threads}\""),
+        format!("\"threads\": {}", par::num_threads()),
     ];
     if let Some(core) = openblas_core() {
         if core.eq_ignore_ascii_case("prescott") {
@@ -149,10 +183,18 @@ fn main() {
             continue;
         }
         let e = if c.name == "small" { epochs.max(20) } else { epochs };
-        let (first, steady, l0, l1, cpu) = train(c, e);
+        let Run {
+            first,
+            steady,
+            best,
+            loss0: l0,
+            loss1: l1,
+            cpu,
+            fingerprint: fp,
+        } = train(c, e);
         println!(
-            "[{}] epochs {e}: first {first:.4} s, steady median {steady:.5} s (CPU {cpu:.5} s per epoch); \
-             loss {l0:.4} -> {l1:.4}",
+            "[{}] epochs {e}: first {first:.4} s, steady median {steady:.5} s, best {best:.5} s (CPU {cpu:.5} s \
+             per epoch); loss {l0:.4} -> {l1:.4}; parameters {fp:016x}",
             c.name
         );
         let mut entry = format!(
@@ -174,9 +216,10 @@ fn main() {
         summary.push(entry + "}");
     }
     if which == "all" || which == "fwd" {
-        let (s, cpu) = forward(&sparse, 10);
+        let (s, cpu, best) = forward(&sparse, 10);
         println!(
-            "[fwd] 700->1000->20, batch 256, 1% input: {s:.5} s per 100 steps (CPU {cpu:.5} s), {:.0} steps/s",
+            "[fwd] 700->1000->20, batch 256, 1% input: {s:.5} s per 100 steps (best {best:.5} s, CPU {cpu:.5} s), \
+             {:.0} steps/s",
             100.0 / s
         );
         summary.push(format!(

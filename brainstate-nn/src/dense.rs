@@ -4,9 +4,9 @@ use crate::error::{NnError, Result};
 use crate::init::Init;
 use crate::layer::{check_input, f32_ref, label_of, Layer, ParamVisitor, Record};
 use crate::mode::Mode;
+use crate::par;
 use crate::signal::{Events, EventsRef, Signal};
 use brainstate_core::{NodeName, Variable};
-use ndarray::linalg::general_mat_mul;
 use ndarray::{Array1, Array2, ArrayView2, ArrayViewMut2};
 
 /// Most nonzeros for which the event path (a spike adds a row of weights, silence costs nothing)
@@ -16,6 +16,10 @@ fn max_events(rows: usize, n_in: usize, n_out: usize) -> usize {
     rows * n_in * n_out / (8 * (n_out + 16))
 }
 
+/// Outputs up to this many make a layer narrow: its input gradient `d W^T` (inner dimension
+/// `n_out`) runs in a register-blocked loop instead of the matrix multiply.
+const NARROW: usize = 64;
+
 /// Products small enough that direct loops (skipping zero inputs) beat the matrix multiply's
 /// packing and the event list's bookkeeping.
 fn small(rows: usize, n_in: usize, n_out: usize) -> bool {
@@ -24,8 +28,99 @@ fn small(rows: usize, n_in: usize, n_out: usize) -> bool {
 
 #[derive(Clone, Copy, Debug)]
 enum TapeStep {
-    Events { ptr: usize, binary: bool },
-    Dense { start: usize },
+    Events {
+        ptr: usize,
+        binary: bool,
+    },
+    Dense {
+        start: usize,
+    },
+    /// A dense input of only 0s and 1s (spikes), one bit per value from `bits[start]` on.
+    Bits {
+        start: usize,
+    },
+}
+
+/// Packs `x` into bit masks (bit `j` of word `w` is `x[16 w + j] != 0`) if every value is 0 or 1;
+/// false (and `bits` unusable) otherwise. Two halves across the threads when large.
+fn pack_bits(x: &[f32], bits: &mut [u16]) -> bool {
+    fn part(x: &[f32], bits: &mut [u16]) -> bool {
+        par::wide(
+            #[inline(always)]
+            || {
+                #[inline(always)]
+                fn masks(c: &[f32]) -> (u16, u16) {
+                    let (mut nz, mut one) = (0u32, 0u32);
+                    for (j, v) in c.iter().enumerate() {
+                        nz |= u32::from(*v != 0.0) << j;
+                        one |= u32::from(*v == 1.0) << j;
+                    }
+                    (nz as u16, one as u16)
+                }
+                let mut ok = true;
+                let chunks = x.chunks_exact(16);
+                let tail = chunks.remainder();
+                let mut words = bits.iter_mut();
+                for (c, b) in chunks.zip(&mut words) {
+                    // A fixed 16 lanes: one vector compare per mask.
+                    let c: &[f32; 16] = c.try_into().expect("16 values");
+                    let (nz, one) = masks(c);
+                    *b = nz;
+                    ok &= nz == one;
+                }
+                if let (false, Some(b)) = (tail.is_empty(), words.next()) {
+                    let (nz, one) = masks(tail);
+                    *b = nz;
+                    ok &= nz == one;
+                }
+                ok
+            },
+        )
+    }
+    if par::worth(x.len()) {
+        let m = par::mid(x.len());
+        let (b0, b1) = bits.split_at_mut(m / 16);
+        let (x0, x1) = x.split_at(m);
+        let (mut ok0, mut ok1) = (false, false);
+        par::join(|| ok0 = part(x0, b0), || ok1 = part(x1, b1));
+        ok0 && ok1
+    } else {
+        part(x, bits)
+    }
+}
+
+/// The values of [`pack_bits`] back (`out.len()` of them).
+fn unpack_bits(bits: &[u16], out: &mut [f32]) {
+    fn part(bits: &[u16], out: &mut [f32]) {
+        par::wide(
+            #[inline(always)]
+            || {
+                let mut chunks = out.chunks_exact_mut(16);
+                for (c, &b) in (&mut chunks).zip(bits) {
+                    let c: &mut [f32; 16] = c.try_into().expect("16 values");
+                    // Integer lanes: 0 - bit is all ones or zero, masked to the bits of 1.0.
+                    let m = u32::from(b);
+                    for (j, o) in c.iter_mut().enumerate() {
+                        *o = f32::from_bits(0u32.wrapping_sub(m >> j & 1) & 0x3f80_0000);
+                    }
+                }
+                let done = out.len() / 16;
+                if let Some(&b) = bits.get(done) {
+                    for (j, o) in out[done * 16..].iter_mut().enumerate() {
+                        *o = if b >> j & 1 != 0 { 1.0 } else { 0.0 };
+                    }
+                }
+            },
+        )
+    }
+    if par::worth(out.len()) {
+        let m = par::mid(out.len());
+        let (b0, b1) = bits.split_at(m / 16);
+        let (o0, o1) = out.split_at_mut(m);
+        par::join(|| part(b0, o0), || part(b1, o1));
+    } else {
+        part(bits, out)
+    }
 }
 
 /// What a Dense layer keeps of its inputs for backward.
@@ -35,7 +130,16 @@ struct DenseTape {
     row_ptr: Vec<usize>,
     idx: Vec<u32>,
     val: Vec<f32>,
+    /// Dense inputs, `dense_len` of them in use (kept at full length between epochs, so a step
+    /// is a plain copy, in two halves across the threads, without growing or zero-filling).
     dense: Vec<f32>,
+    dense_len: usize,
+    /// Binary dense inputs as bit masks (16 values a word), `bits_len` words in use, kept like
+    /// `dense`: 1/32 of the memory and traffic of a copy.
+    bits: Vec<u16>,
+    bits_len: usize,
+    /// A bit-mask step expanded back to values for backward.
+    expanded: Vec<f32>,
 }
 
 impl DenseTape {
@@ -44,16 +148,37 @@ impl DenseTape {
         self.row_ptr.clear();
         self.idx.clear();
         self.val.clear();
-        self.dense.clear();
+        self.dense_len = 0;
+        self.bits_len = 0;
     }
 
     fn push(&mut self, sig: &Signal<'_>) {
         match sig {
             Signal::Dense(x) => {
-                self.steps.push(TapeStep::Dense {
-                    start: self.dense.len(),
-                });
-                self.dense.extend_from_slice(x);
+                let start = self.bits_len;
+                self.bits_len += x.len().div_ceil(16);
+                if self.bits.len() < self.bits_len {
+                    self.bits.resize(self.bits_len, 0);
+                }
+                if pack_bits(x, &mut self.bits[start..self.bits_len]) {
+                    self.steps.push(TapeStep::Bits { start });
+                    return;
+                }
+                self.bits_len = start;
+                let start = self.dense_len;
+                self.steps.push(TapeStep::Dense { start });
+                self.dense_len += x.len();
+                if self.dense.len() < self.dense_len {
+                    self.dense.resize(self.dense_len, 0.0);
+                }
+                let dst = &mut self.dense[start..self.dense_len];
+                if par::worth(x.len()) {
+                    let m = par::mid(x.len());
+                    let ((d0, d1), (x0, x1)) = (dst.split_at_mut(m), x.split_at(m));
+                    par::join(|| d0.copy_from_slice(x0), || d1.copy_from_slice(x1));
+                } else {
+                    dst.copy_from_slice(x);
+                }
             }
             Signal::Events(e) => {
                 let ptr = self.row_ptr.len();
@@ -61,9 +186,11 @@ impl DenseTape {
                 self.row_ptr.extend(e.row_ptr.iter().map(|p| base + (p - first)));
                 let (lo, hi) = (first, *e.row_ptr.last().unwrap_or(&first));
                 self.idx.extend_from_slice(&e.idx[lo..hi]);
-                match e.val {
-                    Some(v) => self.val.extend_from_slice(&v[lo..hi]),
-                    None => self.val.extend(std::iter::repeat_n(1.0, hi - lo)),
+                // Values are kept only for valued steps (binary ones read no values); `val`
+                // shares the offsets of `idx`, so it is padded up to this step's first event.
+                if let Some(v) = e.val {
+                    self.val.resize(base, 0.0);
+                    self.val.extend_from_slice(&v[lo..hi]);
                 }
                 self.steps.push(TapeStep::Events {
                     ptr,
@@ -73,9 +200,15 @@ impl DenseTape {
         }
     }
 
-    fn get(&self, t: usize, rows: usize, cols: usize) -> Option<Signal<'_>> {
+    fn get(&mut self, t: usize, rows: usize, cols: usize) -> Option<Signal<'_>> {
         match *self.steps.get(t)? {
             TapeStep::Dense { start } => Some(Signal::Dense(&self.dense[start..start + rows * cols])),
+            TapeStep::Bits { start } => {
+                let n = rows * cols;
+                self.expanded.resize(n, 0.0);
+                unpack_bits(&self.bits[start..start + n.div_ceil(16)], &mut self.expanded);
+                Some(Signal::Dense(&self.expanded))
+            }
             TapeStep::Events { ptr, binary } => Some(Signal::Events(EventsRef {
                 row_ptr: &self.row_ptr[ptr..ptr + rows + 1],
                 idx: &self.idx,
@@ -91,7 +224,8 @@ impl DenseTape {
 /// `W` has shape `(num_in, num_out)`, `b` `(num_out,)` (absent without bias). In training mode
 /// they are trainable variables saved as `Dense0.W`, `Dense0.b`; otherwise constants, so the
 /// layer saves `{}` as BrainPy's. Spiking inputs are handled as events: each active input adds
-/// its row of `W`, silent inputs cost nothing.
+/// its row of `W`, silent inputs cost nothing. Backward uses `W` as of [`Layer::begin_backward`]
+/// (narrow layers keep its transpose from then), so `W` must not change during a backward pass.
 #[derive(brainstate_derive::Stateful)]
 #[stateful(crate = "brainstate_core", type_name = "Dense")]
 pub struct Dense {
@@ -112,6 +246,8 @@ pub struct Dense {
     grad_b: Vec<f32>,
     d_in: Vec<f32>,
     small_t: Vec<f32>,
+    wt: Vec<f32>,
+    by_input: ByInput,
 }
 
 impl Dense {
@@ -186,6 +322,8 @@ impl Dense {
             grad_b: vec![0.0; num_out],
             d_in: Vec::new(),
             small_t: Vec::new(),
+            wt: Vec::new(),
+            by_input: ByInput::default(),
         }
     }
 
@@ -290,8 +428,41 @@ fn b_of<'a>(
     Ok(s)
 }
 
-/// `out[b, :] += val * w[i, :]` for every event `(b, i, val)`.
+/// `out[b, :] += val * w[i, :]` for every event `(b, i, val)`; large outputs in two halves of the
+/// rows across the worker threads.
 fn add_rows(out: &mut [f32], n_out: usize, e: &EventsRef<'_>, w: &[f32]) {
+    let rows = e.rows();
+    if rows >= 2 && out.len() >= rows * n_out && par::worth(rows * n_out) {
+        let m = rows / 2;
+        let (o0, o1) = out.split_at_mut(m * n_out);
+        let (e0, e1) = (
+            EventsRef {
+                row_ptr: &e.row_ptr[..=m],
+                ..*e
+            },
+            EventsRef {
+                row_ptr: &e.row_ptr[m..],
+                ..*e
+            },
+        );
+        par::join(
+            || add_rows_part(o0, n_out, &e0, w),
+            || add_rows_part(o1, n_out, &e1, w),
+        );
+    } else {
+        add_rows_part(out, n_out, e, w);
+    }
+}
+
+fn add_rows_part(out: &mut [f32], n_out: usize, e: &EventsRef<'_>, w: &[f32]) {
+    par::wide(
+        #[inline(always)]
+        || add_rows_loop(out, n_out, e, w),
+    )
+}
+
+#[inline(always)]
+fn add_rows_loop(out: &mut [f32], n_out: usize, e: &EventsRef<'_>, w: &[f32]) {
     for (b, o) in out.chunks_exact_mut(n_out).enumerate().take(e.rows()) {
         for k in e.row_ptr[b]..e.row_ptr[b + 1] {
             let i = e.idx[k] as usize;
@@ -307,12 +478,41 @@ fn add_rows(out: &mut [f32], n_out: usize, e: &EventsRef<'_>, w: &[f32]) {
     }
 }
 
-/// `gw[i, :] += val * d[b, :]` for every event `(b, i, val)`.
+/// `gw[i, :] += val * d[b, :]` for every event `(b, i, val)`; a large `gw` in two halves of its
+/// rows (inputs `i`) across the worker threads, each taking the events of its inputs in order.
 fn add_outer(gw: &mut [f32], n_out: usize, e: &EventsRef<'_>, d: &[f32]) {
+    let n_in = gw.len() / n_out.max(1);
+    if n_in >= 2 && par::worth(gw.len()) && par::worth(e.nnz() * n_out) {
+        let m = n_in / 2;
+        let (g0, g1) = gw.split_at_mut(m * n_out);
+        par::join(
+            || add_outer_part(g0, 0, n_out, e, d),
+            || add_outer_part(g1, m, n_out, e, d),
+        );
+    } else {
+        add_outer_part(gw, 0, n_out, e, d);
+    }
+}
+
+/// [`add_outer`] for the rows `lo..lo + gw.len() / n_out` of the gradient.
+fn add_outer_part(gw: &mut [f32], lo: usize, n_out: usize, e: &EventsRef<'_>, d: &[f32]) {
+    par::wide(
+        #[inline(always)]
+        || add_outer_loop(gw, lo, n_out, e, d),
+    )
+}
+
+#[inline(always)]
+fn add_outer_loop(gw: &mut [f32], lo: usize, n_out: usize, e: &EventsRef<'_>, d: &[f32]) {
+    let hi = lo + gw.len() / n_out.max(1);
     for b in 0..e.rows() {
         let dr = &d[b * n_out..(b + 1) * n_out];
         for k in e.row_ptr[b]..e.row_ptr[b + 1] {
             let i = e.idx[k] as usize;
+            if i < lo || i >= hi {
+                continue;
+            }
+            let i = i - lo;
             let g = &mut gw[i * n_out..(i + 1) * n_out];
             match e.val {
                 None => g.iter_mut().zip(dr).for_each(|(g, d)| *g += d),
@@ -323,6 +523,169 @@ fn add_outer(gw: &mut [f32], n_out: usize, e: &EventsRef<'_>, d: &[f32]) {
             }
         }
     }
+}
+
+/// Columns of the gradient rows accumulated in registers at a time by [`add_outer_grouped`].
+const OUTER_BLOCK: usize = 128;
+
+/// Events regrouped by input `i`: group `i` is `ev[ptr[i]..ptr[i + 1]]`, each `(row, event)` in
+/// row order.
+#[derive(Clone, Debug, Default)]
+struct ByInput {
+    ptr: Vec<usize>,
+    ev: Vec<(u32, u32)>,
+}
+
+impl ByInput {
+    /// Counting sort of the events by input (stable: rows stay in order).
+    fn build(&mut self, e: &EventsRef<'_>, n_in: usize) {
+        let (lo, hi) = (e.row_ptr[0], e.row_ptr[e.rows()]);
+        self.ptr.clear();
+        self.ptr.resize(n_in + 2, 0);
+        for &i in &e.idx[lo..hi] {
+            self.ptr[i as usize + 2] += 1;
+        }
+        for i in 2..n_in + 2 {
+            self.ptr[i] += self.ptr[i - 1];
+        }
+        self.ev.clear();
+        self.ev.resize(hi - lo, (0, 0));
+        for b in 0..e.rows() {
+            for k in e.row_ptr[b]..e.row_ptr[b + 1] {
+                let slot = &mut self.ptr[e.idx[k] as usize + 1];
+                self.ev[*slot] = (b as u32, k as u32);
+                *slot += 1;
+            }
+        }
+    }
+}
+
+/// [`add_outer`] by input: each gradient row takes all its events in row order while 128 of its
+/// columns stay in registers, so it is read and written once per step instead of once per event
+/// (the same additions in the same order: the same values). Halves of the inputs across the
+/// threads when large.
+fn add_outer_grouped(gw: &mut [f32], n_out: usize, by: &ByInput, e: &EventsRef<'_>, d: &[f32]) {
+    let n_in = gw.len() / n_out;
+    if n_in >= 2 && par::worth(gw.len()) && par::worth(e.nnz() * n_out) {
+        let m = n_in / 2;
+        let (g0, g1) = gw.split_at_mut(m * n_out);
+        par::join(
+            || add_outer_grouped_part(g0, 0, n_out, by, e, d),
+            || add_outer_grouped_part(g1, m, n_out, by, e, d),
+        );
+    } else {
+        add_outer_grouped_part(gw, 0, n_out, by, e, d);
+    }
+}
+
+fn add_outer_grouped_part(
+    gw: &mut [f32],
+    lo: usize,
+    n_out: usize,
+    by: &ByInput,
+    e: &EventsRef<'_>,
+    d: &[f32],
+) {
+    par::wide(
+        #[inline(always)]
+        || {
+            const B: usize = OUTER_BLOCK;
+            for (r, g) in gw.chunks_exact_mut(n_out).enumerate() {
+                let i = lo + r;
+                let evs = &by.ev[by.ptr[i]..by.ptr[i + 1]];
+                if evs.is_empty() {
+                    continue;
+                }
+                // A binary event adds `1.0 * d` = `d`, the same value as a plain add.
+                let scale = |k: u32| e.val.map_or(1.0, |v| v[k as usize]);
+                let mut c0 = 0;
+                while c0 + B <= n_out {
+                    let gb: &mut [f32; B] = (&mut g[c0..c0 + B]).try_into().expect("block");
+                    let mut acc = *gb;
+                    for &(b, k) in evs {
+                        let s = scale(k);
+                        let at = b as usize * n_out + c0;
+                        let dr: &[f32; B] = d[at..at + B].try_into().expect("block");
+                        for (a, &x) in acc.iter_mut().zip(dr) {
+                            *a += s * x;
+                        }
+                    }
+                    *gb = acc;
+                    c0 += B;
+                }
+                if c0 < n_out {
+                    let gt = &mut g[c0..];
+                    for &(b, k) in evs {
+                        let s = scale(k);
+                        let at = b as usize * n_out;
+                        gt.iter_mut()
+                            .zip(&d[at + c0..at + n_out])
+                            .for_each(|(a, &x)| *a += s * x);
+                    }
+                }
+            }
+        },
+    )
+}
+
+/// `d_in = d W^T` for a narrow layer from `wt = W^T` (`n_out x n_in`): 128 inputs at a time are
+/// accumulated in registers over the `n_out` terms, as fused multiply-adds in the order of the
+/// matrix multiply's kernel (from zero, `j` ascending), so the values are the same. Two halves
+/// of the rows across the threads when large.
+fn narrow_d_in(d_in: &mut [f32], d: &[f32], wt: &[f32], n_in: usize, n_out: usize) {
+    let rows = d.len() / n_out;
+    if rows >= 2 && par::worth(rows * n_in) {
+        let m = rows / 2;
+        let (i0, i1) = d_in.split_at_mut(m * n_in);
+        let (d0, d1) = d.split_at(m * n_out);
+        par::join(
+            || narrow_d_in_part(i0, d0, wt, n_in, n_out),
+            || narrow_d_in_part(i1, d1, wt, n_in, n_out),
+        );
+    } else {
+        narrow_d_in_part(d_in, d, wt, n_in, n_out);
+    }
+}
+
+fn narrow_d_in_part(d_in: &mut [f32], d: &[f32], wt: &[f32], n_in: usize, n_out: usize) {
+    par::wide(
+        #[inline(always)]
+        || {
+            // 8 vectors of accumulators: enough independent chains to hide the FMA latency.
+            const B: usize = 128;
+            let block = |ir: &mut [f32], dr: &[f32], lo: usize| {
+                let mut acc = [0.0f32; B];
+                for (j, &dj) in dr.iter().enumerate() {
+                    let w: &[f32; B] = wt[j * n_in + lo..j * n_in + lo + B].try_into().expect("128");
+                    for (a, &w) in acc.iter_mut().zip(w) {
+                        *a = dj.mul_add(w, *a);
+                    }
+                }
+                ir[lo..lo + B].copy_from_slice(&acc);
+            };
+            if n_in >= B {
+                // Block by block, so the block's 128 columns of W^T stay in L1 over all rows.
+                // The last block overlaps the one before when B does not divide n_in;
+                // overlapping values are computed the same way and written with the same bits.
+                let last = (n_in & (B - 1) != 0).then_some(n_in - B);
+                for lo in (0..n_in - B + 1).step_by(B).chain(last) {
+                    for (ir, dr) in d_in.chunks_exact_mut(n_in).zip(d.chunks_exact(n_out)) {
+                        block(ir, dr, lo);
+                    }
+                }
+            } else {
+                for (ir, dr) in d_in.chunks_exact_mut(n_in).zip(d.chunks_exact(n_out)) {
+                    for (c, o) in ir.iter_mut().enumerate() {
+                        let mut a = 0.0f32;
+                        for (j, &dj) in dr.iter().enumerate() {
+                            a = dj.mul_add(wt[j * n_in + c], a);
+                        }
+                        *o = a;
+                    }
+                }
+            }
+        },
+    )
 }
 
 impl Layer for Dense {
@@ -358,9 +721,16 @@ impl Layer for Dense {
         if out.len() != rows * n_out {
             out.resize(rows * n_out, 0.0);
         }
-        match b_of(b, fixed_b, name, n_out)? {
-            Some(b) => out.chunks_exact_mut(n_out).for_each(|r| r.copy_from_slice(b)),
-            None => out.fill(0.0),
+        let bias = b_of(b, fixed_b, name, n_out)?;
+        let init = |o: &mut [f32]| match bias {
+            Some(b) => o.chunks_exact_mut(n_out).for_each(|r| r.copy_from_slice(b)),
+            None => o.fill(0.0),
+        };
+        if rows >= 2 && par::worth(out.len()) {
+            let (o0, o1) = out.split_at_mut(rows / 2 * n_out);
+            par::join(|| init(o0), || init(o1));
+        } else {
+            init(out);
         }
         let w = w_of(w, fixed_w, name, n_in, n_out)?;
         let sig = match input {
@@ -387,7 +757,7 @@ impl Layer for Dense {
                     let xv = ArrayView2::from_shape((rows, n_in), x).expect("checked shape");
                     let wv = ArrayView2::from_shape((n_in, n_out), w).expect("checked shape");
                     let mut ov = ArrayViewMut2::from_shape((rows, n_out), &mut out[..]).expect("shape");
-                    general_mat_mul(1.0, &xv, &wv, 1.0, &mut ov);
+                    par::gemm(1.0, &xv, &wv, 1.0, &mut ov);
                     input
                 }
             }
@@ -402,7 +772,22 @@ impl Layer for Dense {
         self.tape.clear();
     }
 
-    fn begin_backward(&mut self) {}
+    fn begin_backward(&mut self) {
+        // Narrow layers keep W^T for the input gradient of every step.
+        let (n_in, n_out) = (self.num_in, self.num_out);
+        self.wt.clear();
+        if n_out >= NARROW || n_in < 64 {
+            return;
+        }
+        if let Ok(w) = w_of(&self.w, &self.fixed_w, &self.name, n_in, n_out) {
+            self.wt.resize(n_in * n_out, 0.0);
+            for (i, wr) in w.chunks_exact(n_out).enumerate() {
+                for (j, &v) in wr.iter().enumerate() {
+                    self.wt[j * n_in + i] = v;
+                }
+            }
+        }
+    }
 
     fn zero_grad(&mut self) {
         self.grad_w.fill(0.0);
@@ -427,8 +812,23 @@ impl Layer for Dense {
         }
         let (n_in, n_out) = (self.num_in, self.num_out);
         let rows = d_out.len() / n_out;
-        for r in d_out.chunks_exact(n_out) {
-            self.grad_b.iter_mut().zip(r).for_each(|(g, d)| *g += d);
+        let sum_rows = |gb: &mut [f32], lo: usize| {
+            par::wide(
+                #[inline(always)]
+                || {
+                    for r in d_out.chunks_exact(n_out) {
+                        gb.iter_mut().zip(&r[lo..]).for_each(|(g, d)| *g += d);
+                    }
+                },
+            )
+        };
+        if n_out >= 128 && par::worth(d_out.len()) {
+            // Two halves of the columns: each sums its columns over the rows in order.
+            let m = n_out / 2;
+            let (g0, g1) = self.grad_b.split_at_mut(m);
+            par::join(|| sum_rows(g0, 0), || sum_rows(g1, m));
+        } else {
+            sum_rows(&mut self.grad_b, 0);
         }
         let Dense {
             name,
@@ -436,16 +836,24 @@ impl Layer for Dense {
             tape,
             grad_w,
             small_t,
+            by_input,
             ..
         } = self;
-        let sig = match input {
-            Some(s) => s,
-            None => tape.get(t, rows, n_in).ok_or_else(|| NnError::Mode {
-                what: format!("backward of step {t}"),
-                layer: label_of(name, "Dense"),
-                needed: "a recorded forward step".into(),
-                found: format!("{} recorded steps", tape.steps.len()),
-            })?,
+        // A dense step on the tape is one whose scan for events already failed in forward.
+        let (sig, scanned) = match input {
+            Some(s) => (s, false),
+            None => (
+                {
+                    let recorded = tape.steps.len();
+                    tape.get(t, rows, n_in).ok_or_else(|| NnError::Mode {
+                        what: format!("backward of step {t}"),
+                        layer: label_of(name, "Dense"),
+                        needed: "a recorded forward step".into(),
+                        found: format!("{recorded} recorded steps"),
+                    })?
+                },
+                true,
+            ),
         };
         let sig = match sig {
             Signal::Dense(x) if small(rows, n_in, n_out) && x.len() == rows * n_in => {
@@ -464,13 +872,17 @@ impl Layer for Dense {
                 }
                 None
             }
-            Signal::Dense(x) if scan.collect(x, n_in, max_events(rows, n_in, n_out)) => {
+            Signal::Dense(x) if !scanned && scan.collect(x, n_in, max_events(rows, n_in, n_out)) => {
                 Some(Signal::Events(scan.view()))
             }
             s => Some(s),
         };
         match sig {
             None => {}
+            Some(Signal::Events(e)) if n_out >= 2 * OUTER_BLOCK && e.nnz() > 0 => {
+                by_input.build(&e, n_in);
+                add_outer_grouped(grad_w, n_out, by_input, &e, d_out)
+            }
             Some(Signal::Events(e)) => add_outer(grad_w, n_out, &e, d_out),
             Some(Signal::Dense(x)) => {
                 let xv = ArrayView2::from_shape((rows, n_in), x).map_err(|_| NnError::BatchSize {
@@ -480,7 +892,7 @@ impl Layer for Dense {
                 })?;
                 let dv = ArrayView2::from_shape((rows, n_out), d_out).expect("shape");
                 let mut gv = ArrayViewMut2::from_shape((n_in, n_out), &mut grad_w[..]).expect("shape");
-                general_mat_mul(1.0, &xv.t(), &dv, 1.0, &mut gv);
+                par::gemm(1.0, &xv.t(), &dv, 1.0, &mut gv);
             }
         }
         if !want_d_in {
@@ -516,9 +928,13 @@ impl Layer for Dense {
             }
             return Ok(&self.d_in);
         }
+        if self.wt.len() == n_in * n_out && d_out.len() == rows * n_out {
+            narrow_d_in(&mut self.d_in, d_out, &self.wt, n_in, n_out);
+            return Ok(&self.d_in);
+        }
         let dv = ArrayView2::from_shape((rows, n_out), d_out).expect("shape");
         let mut iv = ArrayViewMut2::from_shape((rows, n_in), &mut self.d_in[..]).expect("shape");
-        general_mat_mul(1.0, &dv, &wv.t(), 0.0, &mut iv);
+        par::gemm(1.0, &dv, &wv.t(), 0.0, &mut iv);
         Ok(&self.d_in)
     }
 
@@ -529,6 +945,98 @@ impl Layer for Dense {
         }
         if let Some(b) = &mut self.b {
             f(&name, "b", b, &self.grad_b);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grouped_event_gradient_has_the_bits_of_the_plain_one() {
+        let (rows, n_in, n_out) = (19, 57, 300);
+        let mut row_ptr = vec![0];
+        let (mut idx, mut val) = (Vec::new(), Vec::new());
+        for b in 0..rows {
+            for i in 0..n_in {
+                if (b * 31 + i * 17) % 7 == 0 {
+                    idx.push(i as u32);
+                    val.push(((b + i) % 5) as f32 * 0.3 - 0.6);
+                }
+            }
+            row_ptr.push(idx.len());
+        }
+        let d: Vec<f32> = (0..rows * n_out)
+            .map(|k| ((k * 7919) % 101) as f32 / 101.0 - 0.5)
+            .collect();
+        for valued in [false, true] {
+            let e = EventsRef {
+                row_ptr: &row_ptr,
+                idx: &idx,
+                val: valued.then_some(&val[..]),
+                cols: n_in,
+            };
+            let init: Vec<f32> = (0..n_in * n_out).map(|k| (k % 13) as f32 * 0.01).collect();
+            let mut plain = init.clone();
+            add_outer(&mut plain, n_out, &e, &d);
+            let mut by = ByInput::default();
+            by.build(&e, n_in);
+            let mut grouped = init;
+            add_outer_grouped(&mut grouped, n_out, &by, &e, &d);
+            assert!(plain
+                .iter()
+                .zip(&grouped)
+                .all(|(a, b)| a.to_bits() == b.to_bits()));
+        }
+    }
+
+    #[test]
+    fn bit_masks_round_trip_binary_values_and_refuse_others() {
+        for n in [1, 15, 16, 17, 100, 70_003] {
+            let x: Vec<f32> = (0..n)
+                .map(|k| ((k * 2_654_435_761usize) >> 7 & 1) as f32)
+                .collect();
+            let mut bits = vec![0u16; n.div_ceil(16)];
+            assert!(pack_bits(&x, &mut bits));
+            let mut back = vec![7.0; n];
+            unpack_bits(&bits, &mut back);
+            assert_eq!(back, x, "{n}");
+            let mut y = x.clone();
+            y[n / 2] = 0.5;
+            assert!(!pack_bits(&y, &mut bits), "{n}");
+        }
+    }
+
+    #[test]
+    fn narrow_input_gradient_matches_the_product() {
+        for (rows, n_in, n_out) in [(37, 203, 20), (5, 100, 7), (9, 256, 3)] {
+            check_narrow(rows, n_in, n_out);
+        }
+    }
+
+    fn check_narrow(rows: usize, n_in: usize, n_out: usize) {
+        let w: Vec<f32> = (0..n_in * n_out)
+            .map(|k| ((k * 7919) % 97) as f32 / 97.0 - 0.5)
+            .collect();
+        let d: Vec<f32> = (0..rows * n_out)
+            .map(|k| ((k * 104_729) % 89) as f32 / 89.0 - 0.5)
+            .collect();
+        let mut wt = vec![0.0; n_in * n_out];
+        for i in 0..n_in {
+            for j in 0..n_out {
+                wt[j * n_in + i] = w[i * n_out + j];
+            }
+        }
+        let mut got = vec![0.0; rows * n_in];
+        narrow_d_in(&mut got, &d, &wt, n_in, n_out);
+        for b in 0..rows {
+            for i in 0..n_in {
+                let want: f64 = (0..n_out)
+                    .map(|j| f64::from(d[b * n_out + j]) * f64::from(w[i * n_out + j]))
+                    .sum();
+                assert!((f64::from(got[b * n_in + i]) - want).abs() < 1e-5, "{b} {i}");
+            }
         }
     }
 }

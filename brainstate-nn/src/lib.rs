@@ -32,6 +32,7 @@ pub mod loss;
 pub mod mode;
 pub mod neurons;
 pub mod optim;
+pub mod par;
 pub mod sequential;
 pub mod signal;
 pub mod surrogate;

@@ -144,8 +144,9 @@ pub struct Lif {
     mode: Mode,
     out: Vec<f32>,
     dense_in: Vec<f32>,
+    /// Pre-reset potentials of the recorded steps (kept at full length between epochs).
     tape: Vec<f32>,
-    vp_buf: Vec<f32>,
+    tape_steps: usize,
     carry: Vec<f32>,
     d_in: Vec<f32>,
 }
@@ -181,7 +182,7 @@ impl Lif {
             out: vec![0.0; mode.batch_size() * size],
             dense_in: Vec::new(),
             tape: Vec::new(),
-            vp_buf: Vec::new(),
+            tape_steps: 0,
             carry: Vec::new(),
             d_in: Vec::new(),
         })
@@ -211,6 +212,9 @@ impl Lif {
     /// Pre-reset potentials recorded at step `t` (training), `batch * size` values.
     pub fn recorded_v_pre(&self, t: usize) -> Option<&[f32]> {
         let n = self.out.len();
+        if t >= self.tape_steps {
+            return None;
+        }
         self.tape.get(t * n..(t + 1) * n)
     }
 }
@@ -251,7 +255,7 @@ impl Layer for Lif {
             out,
             dense_in,
             tape,
-            vp_buf,
+            tape_steps,
             ..
         } = self;
         let v = f32_mut(v, name, "Lif", "V")?;
@@ -268,20 +272,13 @@ impl Layer for Lif {
         out.resize(v.len(), 0.0);
         let c = exp_euler_c(dt, p.tau);
         let k = c / p.tau;
-        let (v_rest, r) = (p.v_rest, p.r);
-        // Pre-reset potentials go straight into the tape when recording.
-        let base = tape.len();
-        let vp: &mut [f32] = if record != Record::Off {
-            tape.resize(base + v.len(), 0.0);
-            &mut tape[base..]
-        } else {
-            vp_buf.resize(v.len(), 0.0);
-            &mut vp_buf[..]
-        };
-        vp.iter_mut()
-            .zip(v.iter())
-            .zip(i)
-            .for_each(|((d, &v), &i)| *d = v + k * (v_rest - v + r * i));
+        if i.len() != v.len() {
+            return Err(NnError::BatchSize {
+                layer: label_of(name, "Lif"),
+                expected: batch,
+                found: i.len() / *size,
+            });
+        }
         if mode.is_training() {
             // Training: spikes go straight into the f32 spike variable, which is the output.
             let o = f32_mut(spike, name, "Lif", "spike")?;
@@ -292,10 +289,12 @@ impl Layer for Lif {
                     found: format!("{} values", o.len()),
                 });
             }
-            spike_and_reset(v, o, vp, p, true);
+            let keep = record_slot(tape, tape_steps, v.len(), record);
+            lif_update(v, i, o, keep, p, k, true);
             Ok(o)
         } else {
-            spike_and_reset(v, out, vp, p, false);
+            let keep = record_slot(tape, tape_steps, v.len(), record);
+            lif_update(v, i, out, keep, p, k, false);
             let key = || format!("{}.spike", label_of(name, "Lif"));
             let mut sv = spike.array_mut::<bool>().map_err(|e| NnError::var(key(), e))?;
             let sv = sv.as_slice_mut().ok_or_else(|| NnError::Variable {
@@ -309,8 +308,11 @@ impl Layer for Lif {
     }
 
     fn begin_tape(&mut self, num_steps: usize) {
-        self.tape.clear();
-        self.tape.reserve(num_steps * self.out.len());
+        self.tape_steps = 0;
+        let n = num_steps * self.out.len();
+        if self.tape.len() < n {
+            self.tape.resize(n, 0.0);
+        }
     }
 
     fn begin_backward(&mut self) {
@@ -329,12 +331,12 @@ impl Layer for Lif {
         want_d_in: bool,
     ) -> Result<&[f32]> {
         let n = self.out.len();
-        let Some(vpre) = self.tape.get(t * n..(t + 1) * n) else {
+        let Some(vpre) = self.tape.get(t * n..(t + 1) * n).filter(|_| t < self.tape_steps) else {
             return Err(NnError::Mode {
                 what: format!("backward of step {t}"),
                 layer: label_of(&self.name, "Lif"),
                 needed: "a recorded forward step".into(),
-                found: format!("{} recorded steps", self.tape.len() / n.max(1)),
+                found: format!("{} recorded steps", self.tape_steps),
             });
         };
         if d_out.len() != n || self.carry.len() != n {
@@ -360,35 +362,144 @@ impl Layer for Lif {
             k_v,
             detach: p.detach_spk,
         };
-        crate::surrogate::with_grad!(p.surrogate, g => lif_backward(args, p.spk_reset, g));
+        crate::surrogate::with_grad!(p.surrogate, g => lif_backward_par(args, p.spk_reset, g));
         Ok(if want_d_in { &self.d_in } else { &[] })
     }
 
     fn visit_params(&mut self, _f: &mut ParamVisitor<'_>) {}
 }
 
-/// Threshold and reset: `o` gets the spikes, `v` the reset potentials, from pre-reset `vp`.
-fn spike_and_reset(v: &mut [f32], o: &mut [f32], vp: &[f32], p: &LifParams, training: bool) {
-    let (v_th, v_reset) = (p.v_th, p.v_reset);
-    let it = v.iter_mut().zip(o.iter_mut()).zip(vp.iter());
-    match (training, p.spk_reset) {
-        (false, _) => it.for_each(|((v, o), &vp)| {
-            let spiking = vp >= v_th;
-            *o = if spiking { 1.0 } else { 0.0 };
-            *v = if spiking { v_reset } else { vp };
-        }),
-        (true, SpikeReset::Soft) => {
-            let jump = v_th - v_reset;
-            it.for_each(|((v, o), &vp)| {
+/// The tape slot of the next recorded step (`n` values; the tape grows when a run records more
+/// steps than announced), or None when not recording.
+fn record_slot<'a>(
+    tape: &'a mut Vec<f32>,
+    steps: &mut usize,
+    n: usize,
+    record: Record,
+) -> Option<&'a mut [f32]> {
+    if record == Record::Off {
+        return None;
+    }
+    let t = *steps;
+    *steps += 1;
+    if tape.len() < (t + 1) * n {
+        tape.resize((t + 1) * n, 0.0);
+    }
+    Some(&mut tape[t * n..(t + 1) * n])
+}
+
+/// One fused pass of the Lif update: the pre-reset potential `vp = V + k (V_rest - V + R I)`,
+/// the spike `o = H(vp - V_th)` and the reset of `V`; `vp` goes to `tape` when given. Large
+/// states are split in two halves across the worker threads.
+fn lif_update(
+    v: &mut [f32],
+    i: &[f32],
+    o: &mut [f32],
+    tape: Option<&mut [f32]>,
+    p: &LifParams,
+    k: f32,
+    training: bool,
+) {
+    if crate::par::worth(v.len()) {
+        let m = crate::par::mid(v.len());
+        let (v0, v1) = v.split_at_mut(m);
+        let (i0, i1) = i.split_at(m);
+        let (o0, o1) = o.split_at_mut(m);
+        let (t0, t1) = match tape {
+            Some(t) => {
+                let (a, b) = t.split_at_mut(m);
+                (Some(a), Some(b))
+            }
+            None => (None, None),
+        };
+        crate::par::join(
+            || lif_update_part(v0, i0, o0, t0, p, k, training),
+            || lif_update_part(v1, i1, o1, t1, p, k, training),
+        );
+    } else {
+        lif_update_part(v, i, o, tape, p, k, training);
+    }
+}
+
+fn lif_update_part(
+    v: &mut [f32],
+    i: &[f32],
+    o: &mut [f32],
+    tape: Option<&mut [f32]>,
+    p: &LifParams,
+    k: f32,
+    training: bool,
+) {
+    let (v_rest, r, v_th, v_reset) = (p.v_rest, p.r, p.v_th, p.v_reset);
+    crate::par::wide(
+        #[inline(always)]
+        || match (training, p.spk_reset) {
+            (false, _) => lif_pass(v, i, o, tape, move |v, i| {
+                let vp = v + k * (v_rest - v + r * i);
+                let spiking = vp >= v_th;
+                (
+                    vp,
+                    if spiking { 1.0 } else { 0.0 },
+                    if spiking { v_reset } else { vp },
+                )
+            }),
+            (true, SpikeReset::Soft) => {
+                let jump = v_th - v_reset;
+                lif_pass(v, i, o, tape, move |v, i| {
+                    let vp = v + k * (v_rest - v + r * i);
+                    let s = if vp >= v_th { 1.0 } else { 0.0 };
+                    (vp, s, vp - jump * s)
+                })
+            }
+            (true, SpikeReset::Hard) => lif_pass(v, i, o, tape, move |v, i| {
+                let vp = v + k * (v_rest - v + r * i);
                 let s = if vp >= v_th { 1.0 } else { 0.0 };
-                *o = s;
-                *v = vp - jump * s;
-            })
+                (vp, s, vp + (v_reset - vp) * s)
+            }),
+        },
+    )
+}
+
+/// Applies `f(V, I) -> (vp, spike, V')` element-wise (equal lengths checked by the caller).
+#[inline(always)]
+fn lif_pass(
+    v: &mut [f32],
+    i: &[f32],
+    o: &mut [f32],
+    tape: Option<&mut [f32]>,
+    f: impl Fn(f32, f32) -> (f32, f32, f32),
+) {
+    let it = v.iter_mut().zip(i).zip(o.iter_mut());
+    match tape {
+        Some(tape) => {
+            // The tape is read back only in backward, long after: its values go 64 at a time
+            // through a register-sized buffer into non-temporal stores, which skip reading the
+            // old contents of those cache lines from memory.
+            let mut buf = [0.0f32; 64];
+            for (((vc, ic), oc), tc) in v
+                .chunks_mut(64)
+                .zip(i.chunks(64))
+                .zip(o.chunks_mut(64))
+                .zip(tape.chunks_mut(64))
+            {
+                vc.iter_mut()
+                    .zip(ic)
+                    .zip(oc.iter_mut())
+                    .zip(buf.iter_mut())
+                    .for_each(|(((v, &i), o), vp)| {
+                        let (p, s, vn) = f(*v, i);
+                        *vp = p;
+                        *o = s;
+                        *v = vn;
+                    });
+                crate::par::store_stream(tc, &buf[..tc.len()]);
+            }
+            crate::par::stream_fence();
         }
-        (true, SpikeReset::Hard) => it.for_each(|((v, o), &vp)| {
-            let s = if vp >= v_th { 1.0 } else { 0.0 };
+        None => it.for_each(|((v, &i), o)| {
+            let (_, s, vn) = f(*v, i);
             *o = s;
-            *v = vp + (v_reset - vp) * s;
+            *v = vn;
         }),
     }
 }
@@ -403,6 +514,29 @@ struct BwdArgs<'a> {
     k_in: f32,
     k_v: f32,
     detach: bool,
+}
+
+/// [`lif_backward`], in two halves across the worker threads when large.
+#[inline(always)]
+fn lif_backward_par(a: BwdArgs<'_>, reset: SpikeReset, g: impl Fn(f32) -> f32 + Copy + Send + Sync) {
+    let n = a.vpre.len();
+    if !crate::par::worth(n) || a.d_out.len() != n || a.carry.len() != n || a.d_in.len() != n {
+        return lif_backward(a, reset, g);
+    }
+    let m = crate::par::mid(n);
+    let (vp0, vp1) = a.vpre.split_at(m);
+    let (do0, do1) = a.d_out.split_at(m);
+    let (c0, c1) = a.carry.split_at_mut(m);
+    let (di0, di1) = a.d_in.split_at_mut(m);
+    let half = |vpre, d_out, carry, d_in| BwdArgs {
+        vpre,
+        d_out,
+        carry,
+        d_in,
+        ..a
+    };
+    let (h0, h1) = (half(vp0, do0, c0, di0), half(vp1, do1, c1, di1));
+    crate::par::join(|| lif_backward(h0, reset, g), || lif_backward(h1, reset, g));
 }
 
 #[inline(always)]
@@ -420,26 +554,29 @@ fn lif_backward(a: BwdArgs<'_>, reset: SpikeReset, g: impl Fn(f32) -> f32) {
     } = a;
     let keep = if detach { 0.0 } else { 1.0 };
     let it = vpre.iter().zip(d_out).zip(carry.iter_mut()).zip(d_in.iter_mut());
-    match reset {
-        SpikeReset::Soft => {
-            let c_soft = keep * (v_th - v_reset);
-            it.for_each(|(((&vp, &dout), carry), din)| {
+    crate::par::wide(
+        #[inline(always)]
+        || match reset {
+            SpikeReset::Soft => {
+                let c_soft = keep * (v_th - v_reset);
+                it.for_each(|(((&vp, &dout), carry), din)| {
+                    let dv = *carry;
+                    let dvp = dv + (dout - c_soft * dv) * g(vp - v_th);
+                    *carry = k_v * dvp;
+                    *din = k_in * dvp;
+                })
+            }
+            SpikeReset::Hard => it.for_each(|(((&vp, &dout), carry), din)| {
+                let u = vp - v_th;
+                let s = if u >= 0.0 { 1.0 } else { 0.0 };
                 let dv = *carry;
-                let dvp = dv + (dout - c_soft * dv) * g(vp - v_th);
+                let ds = dout + keep * dv * (v_reset - vp);
+                let dvp = dv * (1.0 - s) + ds * g(u);
                 *carry = k_v * dvp;
                 *din = k_in * dvp;
-            })
-        }
-        SpikeReset::Hard => it.for_each(|(((&vp, &dout), carry), din)| {
-            let u = vp - v_th;
-            let s = if u >= 0.0 { 1.0 } else { 0.0 };
-            let dv = *carry;
-            let ds = dout + keep * dv * (v_reset - vp);
-            let dvp = dv * (1.0 - s) + ds * g(u);
-            *carry = k_v * dvp;
-            *din = k_in * dvp;
-        }),
-    }
+            }),
+        },
+    )
 }
 
 /// Exponential synapse, BrainPy's `bp.dyn.Expon`: variable `g`; each step
@@ -571,10 +708,17 @@ macro_rules! linear_layer {
                     }
                 };
                 let k = exp_euler_c(dt, *tau) / *tau;
-                let update: fn(f32, f32, f32) -> f32 = $update;
-                st.iter_mut()
-                    .zip(i)
-                    .for_each(|(s, &x)| *s = update(*s, x, k));
+                let update = $update;
+                crate::par::zip2(st, i, |st, i| {
+                    crate::par::wide(
+                        #[inline(always)]
+                        || {
+                            st.iter_mut()
+                                .zip(i)
+                                .for_each(|(s, &x)| *s = update(*s, x, k))
+                        },
+                    )
+                });
                 Ok(st)
             }
             fn begin_tape(&mut self, _num_steps: usize) {}
@@ -582,6 +726,8 @@ macro_rules! linear_layer {
                 let n = self.$field.value().len();
                 self.carry.clear();
                 self.carry.resize(n, 0.0);
+                self.d_in.clear();
+                self.d_in.resize(n, 0.0);
             }
             fn zero_grad(&mut self) {}
             fn backward(
@@ -603,15 +749,47 @@ macro_rules! linear_layer {
                 self.d_in.resize(n, 0.0);
                 let k = exp_euler_c(dt, self.tau) / self.tau;
                 let (k_keep, k_in): (f32, f32) = $back(k);
-                self.carry
-                    .iter_mut()
-                    .zip(&mut self.d_in)
-                    .zip(d_out)
-                    .for_each(|((c, di), &d)| {
-                        let d = d + *c;
-                        *c = k_keep * d;
-                        *di = k_in * d;
-                    });
+                if k_in == 1.0 {
+                    // d_in = d itself: it doubles as the carry (`k_keep * d` of the step after),
+                    // one stream less; the same two roundings as with a separate carry.
+                    let part = |d_in: &mut [f32], d_out: &[f32]| {
+                        crate::par::wide(
+                            #[inline(always)]
+                            || {
+                                d_in.iter_mut()
+                                    .zip(d_out)
+                                    .for_each(|(di, &d)| *di = d + k_keep * *di)
+                            },
+                        )
+                    };
+                    crate::par::zip2(&mut self.d_in, d_out, part);
+                    return Ok(if want_d_in { &self.d_in } else { &[] });
+                }
+                let part = |carry: &mut [f32], d_in: &mut [f32], d_out: &[f32]| {
+                    crate::par::wide(
+                        #[inline(always)]
+                        || {
+                            carry
+                                .iter_mut()
+                                .zip(d_in)
+                                .zip(d_out)
+                                .for_each(|((c, di), &d)| {
+                                    let d = d + *c;
+                                    *c = k_keep * d;
+                                    *di = k_in * d;
+                                })
+                        },
+                    )
+                };
+                if crate::par::worth(n) {
+                    let m = crate::par::mid(n);
+                    let (c0, c1) = self.carry.split_at_mut(m);
+                    let (i0, i1) = self.d_in.split_at_mut(m);
+                    let (d0, d1) = d_out.split_at(m);
+                    crate::par::join(|| part(c0, i0, d0), || part(c1, i1, d1));
+                } else {
+                    part(&mut self.carry, &mut self.d_in, d_out);
+                }
                 Ok(if want_d_in { &self.d_in } else { &[] })
             }
             fn visit_params(&mut self, _f: &mut ParamVisitor<'_>) {}

@@ -93,18 +93,15 @@ pub struct Events {
     pub(crate) val: Vec<f32>,
     pub(crate) binary: bool,
     pub(crate) cols: usize,
+    /// The second half of the rows while two threads scan (appended afterwards).
+    half: Option<Box<Events>>,
 }
 
 impl Events {
     /// Collects the nonzeros of `x` (`rows x cols`) if there are at most `max_nnz`; returns false
     /// (and leaves the storage unusable) when there are more.
     pub(crate) fn collect(&mut self, x: &[f32], cols: usize, max_nnz: usize) -> bool {
-        self.row_ptr.clear();
-        self.idx.clear();
-        self.val.clear();
-        self.cols = cols;
-        self.binary = true;
-        self.row_ptr.push(0);
+        self.reset(cols);
         if cols == 0 {
             return false;
         }
@@ -114,23 +111,85 @@ impl Events {
         if !probe.is_empty() && seen * x.len() > 2 * max_nnz * probe.len() {
             return false;
         }
+        let rows = x.len() / cols;
+        if rows < 2 || !crate::par::worth(x.len()) {
+            return self.scan(x, cols, max_nnz);
+        }
+        // Two halves of the rows, the second into `half`, then appended: the same list.
+        let mut other = self.half.take().unwrap_or_default();
+        other.reset(cols);
+        let (x0, x1) = x.split_at(rows / 2 * cols);
+        let (mut ok0, mut ok1) = (false, false);
+        crate::par::join(
+            || ok0 = self.scan(x0, cols, max_nnz),
+            || ok1 = other.scan(x1, cols, max_nnz),
+        );
+        let ok = ok0 && ok1 && self.idx.len() + other.idx.len() <= max_nnz;
+        if ok {
+            let base = self.idx.len();
+            self.row_ptr.extend(other.row_ptr[1..].iter().map(|p| p + base));
+            self.idx.extend_from_slice(&other.idx);
+            self.val.extend_from_slice(&other.val);
+            self.binary &= other.binary;
+        }
+        self.half = Some(other);
+        ok
+    }
+
+    fn reset(&mut self, cols: usize) {
+        self.row_ptr.clear();
+        self.idx.clear();
+        self.val.clear();
+        self.cols = cols;
+        self.binary = true;
+        self.row_ptr.push(0);
+    }
+
+    fn scan(&mut self, x: &[f32], cols: usize, max_nnz: usize) -> bool {
+        crate::par::wide(
+            #[inline(always)]
+            || self.collect_rows(x, cols, max_nnz),
+        )
+    }
+
+    /// The scan of [`Events::collect`]: 16 values at a time into a bit mask, then only the set
+    /// bits are visited (silent stretches cost one compare per 16 values).
+    #[inline(always)]
+    fn collect_rows(&mut self, x: &[f32], cols: usize, max_nnz: usize) -> bool {
         for row in x.chunks_exact(cols) {
-            // Silent stretches are skipped 16 values at a time.
             let mut base = 0;
-            for chunk in row.chunks(16) {
-                if chunk.iter().fold(0u32, |acc, v| acc | (*v != 0.0) as u32) != 0 {
-                    for (i, &v) in chunk.iter().enumerate() {
-                        if v != 0.0 {
-                            if self.idx.len() >= max_nnz {
-                                return false;
-                            }
-                            self.idx.push((base + i) as u32);
-                            self.val.push(v);
-                            self.binary &= v == 1.0;
-                        }
+            let mut chunks = row.chunks_exact(16);
+            for chunk in &mut chunks {
+                // A fixed 16 lanes: one vector compare into a mask.
+                let chunk: &[f32; 16] = chunk.try_into().expect("16 values");
+                let mut mask = 0u32;
+                for (j, v) in chunk.iter().enumerate() {
+                    mask |= u32::from(*v != 0.0) << j;
+                }
+                if mask != 0 {
+                    if self.idx.len() + mask.count_ones() as usize > max_nnz {
+                        return false;
+                    }
+                    while mask != 0 {
+                        let j = mask.trailing_zeros() as usize;
+                        mask &= mask - 1;
+                        let v = chunk[j];
+                        self.idx.push((base + j) as u32);
+                        self.val.push(v);
+                        self.binary &= v == 1.0;
                     }
                 }
-                base += chunk.len();
+                base += 16;
+            }
+            for (j, &v) in chunks.remainder().iter().enumerate() {
+                if v != 0.0 {
+                    if self.idx.len() >= max_nnz {
+                        return false;
+                    }
+                    self.idx.push((base + j) as u32);
+                    self.val.push(v);
+                    self.binary &= v == 1.0;
+                }
             }
             self.row_ptr.push(self.idx.len());
         }
