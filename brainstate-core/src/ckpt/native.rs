@@ -2219,7 +2219,7 @@ pub fn decode_threads(bytes: &[u8], threads: usize) -> Result<Pytree, FormatErro
     let file_len = bytes.len() as u64;
     let split = threads > 1 && file_len >= SPLIT_MIN_BYTES;
     if !split {
-        if let Some(t) = direct::decode(bytes) {
+        if let Some(t) = direct::decode(bytes, threads) {
             return Ok(t);
         }
     }
@@ -2302,7 +2302,31 @@ mod direct {
         Some(p)
     }
 
-    pub(super) fn decode(bytes: &[u8]) -> Option<Pytree> {
+    /// Payloads of at least this many tensors have their CRC32Cs computed by a second thread
+    /// (when allowed) while the first copies them and parses the tree.
+    const CRC_THREAD_MIN_TENSORS: usize = 512;
+
+    /// Whether every payload's CRC32C is the stored one, and the header's and trailer's hold.
+    fn crcs_ok(bytes: &[u8], entries: &[Entry], data_base: u64, header_len: u64, datalen: u64) -> bool {
+        let base = data_base as usize;
+        let payload = |e: &Entry| &bytes[base + e.off as usize..base + (e.off + e.len) as usize];
+        let hcrc = crc32c::crc32c(&bytes[..header_len as usize]);
+        let trailer_at = (data_base + datalen) as usize;
+        check_trailer(
+            &bytes[trailer_at..],
+            trailer_at as u64,
+            entries.len(),
+            datalen,
+            hcrc,
+        )
+        .is_ok()
+            && entries.chunks(3).all(|g| {
+                let crcs = group_crcs(g, payload);
+                g.iter().zip(crcs).all(|(e, c)| e.crc32c == c)
+            })
+    }
+
+    pub(super) fn decode(bytes: &[u8], threads: usize) -> Option<Pytree> {
         let file_len = bytes.len() as u64;
         let mut t = at_tree(bytes)?;
         let mut p = t.clone();
@@ -2330,17 +2354,28 @@ mod direct {
         let mut expect = Vec::new();
         push_padding(&mut expect, (data_base - header_len) as usize);
         check_bytes(bytes, header_len as usize, &expect, 0).ok()?;
+        let build = |t: &mut Parser<'_>, crc: bool| -> Option<Pytree> {
+            let mut tensors = payloads_crc(bytes, &entries, &dims, data_base, 0..count, crc).ok()?;
+            let mut refs = Refs::new();
+            refs.tensors = Some(&mut tensors);
+            let tree = t.tree(1, &mut refs).ok()?;
+            if refs.bad || t.pos() != tree_end || tensors.iter().any(Option::is_some) {
+                return None;
+            }
+            Some(tree)
+        };
+        if threads > 1 && count >= CRC_THREAD_MIN_TENSORS {
+            let (ok, tree) = std::thread::scope(|s| {
+                let ok = s.spawn(|| crcs_ok(bytes, &entries, data_base, header_len, datalen));
+                let tree = build(&mut t, false);
+                (ok.join().unwrap_or_else(|e| std::panic::resume_unwind(e)), tree)
+            });
+            return tree.filter(|_| ok);
+        }
         let hcrc = crc32c::crc32c(&bytes[..header_len as usize]);
         let trailer_at = (data_base + datalen) as usize;
         check_trailer(&bytes[trailer_at..], trailer_at as u64, count, datalen, hcrc).ok()?;
-        let mut tensors = payloads(bytes, &entries, &dims, data_base, 0..count).ok()?;
-        let mut refs = Refs::new();
-        refs.tensors = Some(&mut tensors);
-        let tree = t.tree(1, &mut refs).ok()?;
-        if refs.bad || t.pos() != tree_end || tensors.iter().any(Option::is_some) {
-            return None;
-        }
-        Some(tree)
+        build(&mut t, true)
     }
 }
 
@@ -2352,6 +2387,32 @@ fn payloads(
     dims: &[usize],
     data_base: u64,
     range: std::ops::Range<usize>,
+) -> Result<Vec<Option<Tensor>>, FormatError> {
+    payloads_crc(bytes, entries, dims, data_base, range, true)
+}
+
+/// The CRC32Cs of a group of up to three payloads (see [`crc32c_x3`]).
+fn group_crcs<'b>(group: &[Entry], payload: impl Fn(&Entry) -> &'b [u8]) -> [u32; 3] {
+    match group {
+        [a, b, c] => crc32c_x3(payload(a), payload(b), payload(c)),
+        _ => {
+            let mut v = [0; 3];
+            for (v, e) in v.iter_mut().zip(group) {
+                *v = crc32c::crc32c(payload(e));
+            }
+            v
+        }
+    }
+}
+
+/// [`payloads`], with the CRC32Cs checked only if `crc` (else the caller checks them).
+fn payloads_crc(
+    bytes: &[u8],
+    entries: &[Entry],
+    dims: &[usize],
+    data_base: u64,
+    range: std::ops::Range<usize>,
+    crc: bool,
 ) -> Result<Vec<Option<Tensor>>, FormatError> {
     let base = data_base as usize;
     let mut expect = Vec::with_capacity(128);
@@ -2367,15 +2428,14 @@ fn payloads(
     while first < range.end {
         // CRCs three at a time (see crc32c_x3), then each tensor in order.
         let group = &entries[first..range.end.min(first + 3)];
-        let crcs = match group {
-            [a, b, c] => crc32c_x3(payload(a), payload(b), payload(c)),
-            _ => {
-                let mut v = [0; 3];
-                for (v, e) in v.iter_mut().zip(group) {
-                    *v = crc32c::crc32c(payload(e));
-                }
-                v
+        let crcs = if crc {
+            group_crcs(group, payload)
+        } else {
+            let mut v = [0; 3];
+            for (v, e) in v.iter_mut().zip(group) {
+                *v = e.crc32c;
             }
+            v
         };
         for (j, (e, &crc)) in group.iter().zip(&crcs).enumerate() {
             let index = first + j;
@@ -2507,7 +2567,7 @@ mod tests {
     fn writer_files_take_the_direct_path() {
         // Tensor indices of every head width, scalars, lists, nesting, other leaves and meta.
         let mut big = Pytree::map();
-        for i in 0..300usize {
+        for i in 0..600usize {
             big = big.with(format!("k{i}"), Tensor::zeros(DType::F32, &[i % 5]).unwrap());
         }
         let tree = Pytree::map()
@@ -2525,8 +2585,21 @@ mod tests {
         let meta = Pytree::map().with("step", Pytree::Int(7));
         for m in [None, Some(&meta)] {
             let bytes = super::Plan::new(&tree, m, super::DEFAULT_ALIGN).unwrap().to_vec();
-            let t = super::direct::decode(&bytes).expect("direct path");
-            assert!(t == tree);
+            for threads in [1, 2] {
+                let t = super::direct::decode(&bytes, threads).expect("direct path");
+                assert!(t == tree);
+                // A flipped payload byte (the CRC thread's check), header byte or trailer byte
+                // makes it give up.
+                let (h, _) =
+                    super::read_header(&mut std::io::Cursor::new(&bytes), bytes.len() as u64).unwrap();
+                let last = h.tensors.len() - 1;
+                let payload = (h.data_base + h.tensors[last].off) as usize;
+                for at in [payload, 20, bytes.len() - 2] {
+                    let mut b = bytes.clone();
+                    b[at] ^= 1;
+                    assert!(super::direct::decode(&b, threads).is_none(), "{at}");
+                }
+            }
         }
     }
 
