@@ -234,8 +234,9 @@ pub fn write_native_file(
 /// Options of [`load_pytree_with`].
 #[derive(Clone, Debug)]
 pub struct LoadOptions {
-    /// Read large payloads with several threads, and check and copy the payloads of a small
-    /// file with many tensors on two threads (default true).
+    /// Use a second thread where it pays (default true): large payloads are read by several
+    /// threads, and in files of many tensors the checksums are verified on a second thread
+    /// while the first copies payloads and builds the tree.
     pub parallel: bool,
     /// Threads for parallel reads (default: the available cores, at most 8).
     pub threads: usize,
