@@ -26,6 +26,152 @@ fn small(rows: usize, n_in: usize, n_out: usize) -> bool {
     n_in * n_out <= 256 && rows * n_in * n_out <= 1 << 16
 }
 
+/// Calls `$f::<N>(args)` with `N = n` for `n` in 1..=16 (loops over fixed-length rows that stay in
+/// registers), else `$f::<0>(args)` (the row length read at run time).
+macro_rules! by_width {
+    ($n:expr, $f:ident ( $($a:expr),* $(,)? )) => {
+        match $n {
+            1 => $f::<1>($($a),*),
+            2 => $f::<2>($($a),*),
+            3 => $f::<3>($($a),*),
+            4 => $f::<4>($($a),*),
+            5 => $f::<5>($($a),*),
+            6 => $f::<6>($($a),*),
+            7 => $f::<7>($($a),*),
+            8 => $f::<8>($($a),*),
+            9 => $f::<9>($($a),*),
+            10 => $f::<10>($($a),*),
+            11 => $f::<11>($($a),*),
+            12 => $f::<12>($($a),*),
+            13 => $f::<13>($($a),*),
+            14 => $f::<14>($($a),*),
+            15 => $f::<15>($($a),*),
+            16 => $f::<16>($($a),*),
+            _ => $f::<0>($($a),*),
+        }
+    };
+}
+
+/// Lanes of the register rows of the small kernels.
+const LANES: usize = 16;
+
+/// The small forward product `out[b, :] += sum_i x[b, i] W[i, :]` (in order of `i`, zero inputs
+/// skipped); `N` outputs per row held in registers (0: `n_out` at run time).
+#[inline(always)]
+fn small_forward<const N: usize>(out: &mut [f32], x: &[f32], w: &[f32], n_in: usize, n_out: usize) {
+    if N == 0 {
+        for (o, xr) in out.chunks_exact_mut(n_out).zip(x.chunks_exact(n_in)) {
+            for (&xi, wr) in xr.iter().zip(w.chunks_exact(n_out)) {
+                if xi != 0.0 {
+                    o.iter_mut().zip(wr).for_each(|(o, w)| *o += xi * w);
+                }
+            }
+        }
+        return;
+    }
+    for (o, xr) in out.chunks_exact_mut(N).zip(x.chunks_exact(n_in)) {
+        let mut acc: [f32; N] = (&*o).try_into().expect("N values");
+        for (&xi, wr) in xr.iter().zip(w.chunks_exact(N)) {
+            let wr: &[f32; N] = wr.try_into().expect("N values");
+            let on = xi != 0.0;
+            for j in 0..N {
+                // Adding -0.0 leaves every value (also -0.0 and NaN) as it is: a skipped input.
+                let p = xi * wr[j];
+                acc[j] += if on { p } else { -0.0 };
+            }
+        }
+        o.copy_from_slice(&acc);
+    }
+}
+
+fn small_forward_wide<const N: usize>(out: &mut [f32], x: &[f32], w: &[f32], n_in: usize, n_out: usize) {
+    par::wide(
+        #[inline(always)]
+        || small_forward::<N>(out, x, w, n_in, n_out),
+    )
+}
+
+/// `x[b * n_in..]` as `LANES` values: straight from `x` when that many are left (the lanes past
+/// the row hold later rows' values, which the caller ignores), else the rest padded with zeros.
+#[inline(always)]
+fn lanes_at(x: &[f32], at: usize) -> [f32; LANES] {
+    match x.get(at..at + LANES) {
+        Some(s) => s.try_into().expect("LANES values"),
+        None => {
+            let mut v = [0.0; LANES];
+            let rest = &x[at.min(x.len())..];
+            v[..rest.len().min(LANES)].copy_from_slice(&rest[..rest.len().min(LANES)]);
+            v
+        }
+    }
+}
+
+/// The small weight gradient with `n_in <= LANES`: `t[j, i] = sum_b d[b, j] x[b, i]` from 0 in
+/// order of `b` (the columns `j` in registers), then `gw[i, j] += t[j, i]`.
+#[inline(always)]
+fn small_grad<const N: usize>(gw: &mut [f32], x: &[f32], d: &[f32], n_in: usize, _n_out: usize) {
+    let mut t = [[0.0f32; LANES]; N];
+    // One column at a time: its lanes are one vector (the inputs `i` of a row).
+    for (j, tj) in t.iter_mut().enumerate() {
+        let mut acc = [0.0f32; LANES];
+        for (b, dr) in d.chunks_exact(N).enumerate() {
+            let xv = lanes_at(x, b * n_in);
+            let dj = dr[j];
+            for l in 0..LANES {
+                acc[l] += dj * xv[l];
+            }
+        }
+        *tj = acc;
+    }
+    for (i, gr) in gw.chunks_exact_mut(N).enumerate() {
+        for j in 0..N {
+            gr[j] += t[j][i];
+        }
+    }
+}
+
+fn small_grad_wide<const N: usize>(gw: &mut [f32], x: &[f32], d: &[f32], n_in: usize, n_out: usize) {
+    par::wide(
+        #[inline(always)]
+        || small_grad::<N>(gw, x, d, n_in, n_out),
+    )
+}
+
+/// The small input gradient with `n_in <= LANES`: `d_in[b, :] = 0 + sum_j d[b, j] W[:, j]` in
+/// order of `j`, the columns of `W` in registers.
+#[inline(always)]
+fn small_d_in<const N: usize>(d_in: &mut [f32], d: &[f32], w: &[f32], n_in: usize, _n_out: usize) {
+    let mut wt = [[0.0f32; LANES]; N];
+    for (i, wr) in w.chunks_exact(N).enumerate() {
+        for j in 0..N {
+            wt[j][i] = wr[j];
+        }
+    }
+    let rows = d_in.len() / n_in.max(1);
+    for (b, dr) in d.chunks_exact(N).enumerate().take(rows) {
+        let mut acc = [0.0f32; LANES];
+        for j in 0..N {
+            let dj = dr[j];
+            for l in 0..LANES {
+                acc[l] += dj * wt[j][l];
+            }
+        }
+        let at = b * n_in;
+        match d_in.get_mut(at..at + LANES) {
+            // All lanes in one store: those past the row are rewritten by the next rows.
+            Some(o) => o.copy_from_slice(&acc),
+            None => d_in[at..at + n_in].copy_from_slice(&acc[..n_in]),
+        }
+    }
+}
+
+fn small_d_in_wide<const N: usize>(d_in: &mut [f32], d: &[f32], w: &[f32], n_in: usize, n_out: usize) {
+    par::wide(
+        #[inline(always)]
+        || small_d_in::<N>(d_in, d, w, n_in, n_out),
+    )
+}
+
 #[derive(Clone, Copy, Debug)]
 enum TapeStep {
     Events {
@@ -455,10 +601,55 @@ fn add_rows(out: &mut [f32], n_out: usize, e: &EventsRef<'_>, w: &[f32]) {
 }
 
 fn add_rows_part(out: &mut [f32], n_out: usize, e: &EventsRef<'_>, w: &[f32]) {
+    by_width!(n_out, add_rows_wide(out, n_out, e, w))
+}
+
+fn add_rows_wide<const N: usize>(out: &mut [f32], n_out: usize, e: &EventsRef<'_>, w: &[f32]) {
     par::wide(
         #[inline(always)]
-        || add_rows_loop(out, n_out, e, w),
+        || {
+            if N == 0 {
+                add_rows_loop(out, n_out, e, w)
+            } else {
+                add_rows_fixed::<N>(out, e, w)
+            }
+        },
     )
+}
+
+/// [`add_rows_loop`] with rows of `N` outputs, each accumulated in registers.
+#[inline(always)]
+fn add_rows_fixed<const N: usize>(out: &mut [f32], e: &EventsRef<'_>, w: &[f32]) {
+    let row = |i: u32| -> &[f32; N] {
+        let i = i as usize;
+        w[i * N..(i + 1) * N].try_into().expect("N values")
+    };
+    for (b, o) in out.chunks_exact_mut(N).enumerate().take(e.rows()) {
+        let (lo, hi) = (e.row_ptr[b], e.row_ptr[b + 1]);
+        if lo == hi {
+            continue;
+        }
+        let mut acc: [f32; N] = (&*o).try_into().expect("N values");
+        match e.val {
+            None => {
+                for &i in &e.idx[lo..hi] {
+                    let wr = row(i);
+                    for j in 0..N {
+                        acc[j] += wr[j];
+                    }
+                }
+            }
+            Some(v) => {
+                for (&i, &s) in e.idx[lo..hi].iter().zip(&v[lo..hi]) {
+                    let wr = row(i);
+                    for j in 0..N {
+                        acc[j] += s * wr[j];
+                    }
+                }
+            }
+        }
+        o.copy_from_slice(&acc);
+    }
 }
 
 #[inline(always)]
@@ -496,10 +687,51 @@ fn add_outer(gw: &mut [f32], n_out: usize, e: &EventsRef<'_>, d: &[f32]) {
 
 /// [`add_outer`] for the rows `lo..lo + gw.len() / n_out` of the gradient.
 fn add_outer_part(gw: &mut [f32], lo: usize, n_out: usize, e: &EventsRef<'_>, d: &[f32]) {
+    by_width!(n_out, add_outer_wide(gw, lo, n_out, e, d))
+}
+
+fn add_outer_wide<const N: usize>(gw: &mut [f32], lo: usize, n_out: usize, e: &EventsRef<'_>, d: &[f32]) {
     par::wide(
         #[inline(always)]
-        || add_outer_loop(gw, lo, n_out, e, d),
+        || {
+            if N == 0 {
+                add_outer_loop(gw, lo, n_out, e, d)
+            } else {
+                add_outer_fixed::<N>(gw, lo, e, d)
+            }
+        },
     )
+}
+
+/// [`add_outer_loop`] with rows of `N` outputs.
+#[inline(always)]
+fn add_outer_fixed<const N: usize>(gw: &mut [f32], lo: usize, e: &EventsRef<'_>, d: &[f32]) {
+    let hi = lo + gw.len() / N;
+    for (b, dr) in d.chunks_exact(N).enumerate().take(e.rows()) {
+        let dr: &[f32; N] = dr.try_into().expect("N values");
+        let (k0, k1) = (e.row_ptr[b], e.row_ptr[b + 1]);
+        for k in k0..k1 {
+            let i = e.idx[k] as usize;
+            if i < lo || i >= hi {
+                continue;
+            }
+            let i = i - lo;
+            let g: &mut [f32; N] = (&mut gw[i * N..(i + 1) * N]).try_into().expect("N values");
+            match e.val {
+                None => {
+                    for j in 0..N {
+                        g[j] += dr[j];
+                    }
+                }
+                Some(v) => {
+                    let s = v[k];
+                    for j in 0..N {
+                        g[j] += s * dr[j];
+                    }
+                }
+            }
+        }
+    }
 }
 
 #[inline(always)]
@@ -740,13 +972,7 @@ impl Layer for Dense {
             }
             Signal::Dense(x) if small(rows, n_in, n_out) => {
                 // Small products: direct loops, skipping zero inputs, beat both other paths.
-                for (o, xr) in out.chunks_exact_mut(n_out).zip(x.chunks_exact(n_in)) {
-                    for (&xi, wr) in xr.iter().zip(w.chunks_exact(n_out)) {
-                        if xi != 0.0 {
-                            o.iter_mut().zip(wr).for_each(|(o, w)| *o += xi * w);
-                        }
-                    }
-                }
+                by_width!(n_out, small_forward_wide(out, x, w, n_in, n_out));
                 input
             }
             Signal::Dense(x) => {
@@ -856,6 +1082,15 @@ impl Layer for Dense {
             ),
         };
         let sig = match sig {
+            Signal::Dense(x)
+                if small(rows, n_in, n_out)
+                    && x.len() == rows * n_in
+                    && n_in <= LANES
+                    && (1..=16).contains(&n_out) =>
+            {
+                by_width!(n_out, small_grad_wide(grad_w, x, d_out, n_in, n_out));
+                None
+            }
             Signal::Dense(x) if small(rows, n_in, n_out) && x.len() == rows * n_in => {
                 // Accumulate the transpose (rows of length n_in vectorise), then fold it in.
                 small_t.clear();
@@ -910,6 +1145,15 @@ impl Layer for Dense {
             expected: format!("{n_in} x {n_out}"),
             found: format!("{} values", w.len()),
         })?;
+        if small(rows, n_in, n_out)
+            && n_in <= LANES
+            && (1..=16).contains(&n_out)
+            && w.len() == n_in * n_out
+            && d_out.len() == rows * n_out
+        {
+            by_width!(n_out, small_d_in_wide(&mut self.d_in, d_out, w, n_in, n_out));
+            return Ok(&self.d_in);
+        }
         if small(rows, n_in, n_out) {
             // d_in[b, :] = sum_j d[b, j] W[:, j]: axpys over n_in with W transposed once.
             let wt = &mut self.small_t;
