@@ -20,6 +20,9 @@ fn max_events(rows: usize, n_in: usize, n_out: usize) -> usize {
 /// `n_out`) runs in a register-blocked loop instead of the matrix multiply.
 const NARROW: usize = 64;
 
+/// Dense steps of at least this many values are recorded as bit masks when binary.
+const PACK_MIN: usize = 1 << 14;
+
 /// Products small enough that direct loops (skipping zero inputs) beat the matrix multiply's
 /// packing and the event list's bookkeeping.
 fn small(rows: usize, n_in: usize, n_out: usize) -> bool {
@@ -300,7 +303,8 @@ impl DenseTape {
 
     fn push(&mut self, sig: &Signal<'_>) {
         match sig {
-            Signal::Dense(x) => {
+            // Small steps are copied: packing and unpacking cost more than the copy saves.
+            Signal::Dense(x) if x.len() >= PACK_MIN => {
                 let start = self.bits_len;
                 self.bits_len += x.len().div_ceil(16);
                 if self.bits.len() < self.bits_len {
@@ -311,21 +315,9 @@ impl DenseTape {
                     return;
                 }
                 self.bits_len = start;
-                let start = self.dense_len;
-                self.steps.push(TapeStep::Dense { start });
-                self.dense_len += x.len();
-                if self.dense.len() < self.dense_len {
-                    self.dense.resize(self.dense_len, 0.0);
-                }
-                let dst = &mut self.dense[start..self.dense_len];
-                if par::worth(x.len()) {
-                    let m = par::mid(x.len());
-                    let ((d0, d1), (x0, x1)) = (dst.split_at_mut(m), x.split_at(m));
-                    par::join(|| d0.copy_from_slice(x0), || d1.copy_from_slice(x1));
-                } else {
-                    dst.copy_from_slice(x);
-                }
+                self.push_dense(x);
             }
+            Signal::Dense(x) => self.push_dense(x),
             Signal::Events(e) => {
                 let ptr = self.row_ptr.len();
                 let (base, first) = (self.idx.len(), e.row_ptr[0]);
@@ -343,6 +335,24 @@ impl DenseTape {
                     binary: e.val.is_none(),
                 });
             }
+        }
+    }
+
+    /// Records a dense step as a plain copy.
+    fn push_dense(&mut self, x: &[f32]) {
+        let start = self.dense_len;
+        self.steps.push(TapeStep::Dense { start });
+        self.dense_len += x.len();
+        if self.dense.len() < self.dense_len {
+            self.dense.resize(self.dense_len, 0.0);
+        }
+        let dst = &mut self.dense[start..self.dense_len];
+        if par::worth(x.len()) {
+            let m = par::mid(x.len());
+            let ((d0, d1), (x0, x1)) = (dst.split_at_mut(m), x.split_at(m));
+            par::join(|| d0.copy_from_slice(x0), || d1.copy_from_slice(x1));
+        } else {
+            dst.copy_from_slice(x);
         }
     }
 
