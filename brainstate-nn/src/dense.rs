@@ -630,19 +630,20 @@ fn add_rows_wide<const N: usize>(out: &mut [f32], n_out: usize, e: &EventsRef<'_
 /// [`add_rows_loop`] with rows of `N` outputs, each accumulated in registers.
 #[inline(always)]
 fn add_rows_fixed<const N: usize>(out: &mut [f32], e: &EventsRef<'_>, w: &[f32]) {
-    let row = |i: u32| -> &[f32; N] {
+    let row = |i: u32| -> [f32; N] {
         let i = i as usize;
         w[i * N..(i + 1) * N].try_into().expect("N values")
     };
+    let (row_ptr, idx, val) = (e.row_ptr, e.idx, e.val);
     for (b, o) in out.chunks_exact_mut(N).enumerate().take(e.rows()) {
-        let (lo, hi) = (e.row_ptr[b], e.row_ptr[b + 1]);
+        let (lo, hi) = (row_ptr[b], row_ptr[b + 1]);
         if lo == hi {
             continue;
         }
         let mut acc: [f32; N] = (&*o).try_into().expect("N values");
-        match e.val {
+        match val {
             None => {
-                for &i in &e.idx[lo..hi] {
+                for &i in &idx[lo..hi] {
                     let wr = row(i);
                     for j in 0..N {
                         acc[j] += wr[j];
@@ -650,7 +651,7 @@ fn add_rows_fixed<const N: usize>(out: &mut [f32], e: &EventsRef<'_>, w: &[f32])
                 }
             }
             Some(v) => {
-                for (&i, &s) in e.idx[lo..hi].iter().zip(&v[lo..hi]) {
+                for (&i, &s) in idx[lo..hi].iter().zip(&v[lo..hi]) {
                     let wr = row(i);
                     for j in 0..N {
                         acc[j] += s * wr[j];
@@ -717,29 +718,32 @@ fn add_outer_wide<const N: usize>(gw: &mut [f32], lo: usize, n_out: usize, e: &E
 #[inline(always)]
 fn add_outer_fixed<const N: usize>(gw: &mut [f32], lo: usize, e: &EventsRef<'_>, d: &[f32]) {
     let hi = lo + gw.len() / N;
+    let (row_ptr, idx, val) = (e.row_ptr, e.idx, e.val);
     for (b, dr) in d.chunks_exact(N).enumerate().take(e.rows()) {
-        let dr: &[f32; N] = dr.try_into().expect("N values");
-        let (k0, k1) = (e.row_ptr[b], e.row_ptr[b + 1]);
+        let dr: [f32; N] = dr.try_into().expect("N values");
+        let (k0, k1) = (row_ptr[b], row_ptr[b + 1]);
         for k in k0..k1 {
-            let i = e.idx[k] as usize;
+            let i = idx[k] as usize;
             if i < lo || i >= hi {
                 continue;
             }
             let i = i - lo;
             let g: &mut [f32; N] = (&mut gw[i * N..(i + 1) * N]).try_into().expect("N values");
-            match e.val {
+            let mut gv = *g;
+            match val {
                 None => {
                     for j in 0..N {
-                        g[j] += dr[j];
+                        gv[j] += dr[j];
                     }
                 }
                 Some(v) => {
                     let s = v[k];
                     for j in 0..N {
-                        g[j] += s * dr[j];
+                        gv[j] += s * dr[j];
                     }
                 }
             }
+            *g = gv;
         }
     }
 }
