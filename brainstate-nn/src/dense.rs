@@ -75,12 +75,11 @@ fn small_forward<const N: usize>(out: &mut [f32], x: &[f32], w: &[f32], n_in: us
     for (o, xr) in out.chunks_exact_mut(N).zip(x.chunks_exact(n_in)) {
         let mut acc: [f32; N] = (&*o).try_into().expect("N values");
         for (&xi, wr) in xr.iter().zip(w.chunks_exact(N)) {
-            let wr: &[f32; N] = wr.try_into().expect("N values");
-            let on = xi != 0.0;
-            for j in 0..N {
-                // Adding -0.0 leaves every value (also -0.0 and NaN) as it is: a skipped input.
-                let p = xi * wr[j];
-                acc[j] += if on { p } else { -0.0 };
+            if xi != 0.0 {
+                let wr: [f32; N] = wr.try_into().expect("N values");
+                for j in 0..N {
+                    acc[j] += xi * wr[j];
+                }
             }
         }
         o.copy_from_slice(&acc);
