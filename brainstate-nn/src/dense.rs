@@ -1211,6 +1211,93 @@ mod tests {
     use super::*;
 
     #[test]
+    fn fixed_width_kernels_have_the_bits_of_the_generic_loops() {
+        let val = |k: usize| -> f32 {
+            match k % 7 {
+                0 | 3 => 0.0,
+                5 => -0.0,
+                _ => ((k * 7919) % 101) as f32 / 37.0 - 1.3,
+            }
+        };
+        let same = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits());
+        let rows = 9;
+        for n_in in [1, 5, 10, 16] {
+            for n_out in [1, 2, 3, 10, 16] {
+                let x: Vec<f32> = (0..rows * n_in).map(|k| val(k * 3 + 1)).collect();
+                let w: Vec<f32> = (0..n_in * n_out).map(|k| val(k * 5 + 2)).collect();
+                let d: Vec<f32> = (0..rows * n_out).map(|k| val(k * 11 + 4)).collect();
+                let init: Vec<f32> = (0..rows * n_out).map(|k| val(k + 6)).collect();
+                // Forward.
+                let mut a = init.clone();
+                small_forward::<0>(&mut a, &x, &w, n_in, n_out);
+                let mut b = init.clone();
+                by_width!(n_out, small_forward_wide(&mut b, &x, &w, n_in, n_out));
+                assert!(same(&a, &b), "forward {n_in} x {n_out}");
+                // Weight gradient: the transpose accumulated from 0, then folded in.
+                let g0: Vec<f32> = (0..n_in * n_out).map(|k| val(k * 13 + 3)).collect();
+                let mut t = vec![0.0f32; n_out * n_in];
+                for (xr, dr) in x.chunks_exact(n_in).zip(d.chunks_exact(n_out)) {
+                    for (gt, &dv) in t.chunks_exact_mut(n_in).zip(dr) {
+                        gt.iter_mut().zip(xr).for_each(|(g, x)| *g += dv * x);
+                    }
+                }
+                let mut a = g0.clone();
+                for (i, gr) in a.chunks_exact_mut(n_out).enumerate() {
+                    for (j, g) in gr.iter_mut().enumerate() {
+                        *g += t[j * n_in + i];
+                    }
+                }
+                let mut b = g0;
+                by_width!(n_out, small_grad_wide(&mut b, &x, &d, n_in, n_out));
+                assert!(same(&a, &b), "grad {n_in} x {n_out}");
+                // Input gradient.
+                let mut a = vec![0.0f32; rows * n_in];
+                for (ir, dr) in a.chunks_exact_mut(n_in).zip(d.chunks_exact(n_out)) {
+                    for (j, &dv) in dr.iter().enumerate() {
+                        for (i, v) in ir.iter_mut().enumerate() {
+                            *v += dv * w[i * n_out + j];
+                        }
+                    }
+                }
+                let mut b = vec![1.0f32; rows * n_in];
+                by_width!(n_out, small_d_in_wide(&mut b, &d, &w, n_in, n_out));
+                assert!(same(&a, &b), "d_in {n_in} x {n_out}");
+                // Events: rows of W added, rows of the gradient accumulated.
+                let mut row_ptr = vec![0];
+                let (mut idx, mut ev) = (Vec::new(), Vec::new());
+                for r in 0..rows {
+                    for i in 0..n_in {
+                        if (r * 5 + i * 3) % 4 == 0 {
+                            idx.push(i as u32);
+                            ev.push(val(r + i + 1));
+                        }
+                    }
+                    row_ptr.push(idx.len());
+                }
+                for valued in [false, true] {
+                    let e = EventsRef {
+                        row_ptr: &row_ptr,
+                        idx: &idx,
+                        val: valued.then_some(&ev[..]),
+                        cols: n_in,
+                    };
+                    let mut a = init.clone();
+                    add_rows_loop(&mut a, n_out, &e, &w);
+                    let mut b = init.clone();
+                    add_rows_part(&mut b, n_out, &e, &w);
+                    assert!(same(&a, &b), "rows {n_in} x {n_out}");
+                    let g0: Vec<f32> = (0..n_in * n_out).map(|k| val(k * 17 + 5)).collect();
+                    let mut a = g0.clone();
+                    add_outer_loop(&mut a, 0, n_out, &e, &d);
+                    let mut b = g0;
+                    add_outer_part(&mut b, 0, n_out, &e, &d);
+                    assert!(same(&a, &b), "outer {n_in} x {n_out}");
+                }
+            }
+        }
+    }
+
+    #[test]
     fn grouped_event_gradient_has_the_bits_of_the_plain_one() {
         let (rows, n_in, n_out) = (19, 57, 300);
         let mut row_ptr = vec![0];
