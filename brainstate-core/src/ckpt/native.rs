@@ -212,6 +212,15 @@ impl Default for Overlap {
 /// only shrinks (by at most 4 bytes per deferred tensor) when the real ones come in.
 const CRC_PLACEHOLDER: u32 = u32::MAX;
 
+/// The error for a CBOR simple value we do not use, or a stray break, at `offset`.
+fn unexpected_item(offset: u64, h: Header) -> FormatError {
+    let what = match h {
+        Header::Simple(s) => format!("unsupported simple value {s}"),
+        _ => "unexpected break".into(),
+    };
+    FormatError::Syntax { offset, what }
+}
+
 /// Why a tree cannot be written in the native format.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum EncodeError {
@@ -1013,18 +1022,7 @@ impl<'a> Parser<'a> {
             Header::Simple(20) => Val::Bool(false),
             Header::Simple(21) => Val::Bool(true),
             Header::Simple(22) => Val::Null,
-            Header::Simple(s) => {
-                return Err(FormatError::Syntax {
-                    offset: at,
-                    what: format!("unsupported simple value {s}"),
-                })
-            }
-            Header::Break => {
-                return Err(FormatError::Syntax {
-                    offset: at,
-                    what: "unexpected break".into(),
-                })
-            }
+            h @ (Header::Simple(_) | Header::Break) => return Err(unexpected_item(at, h)),
             Header::Bytes(Some(n)) => Val::Bytes(self.take(n)?.to_vec()),
             Header::Text(Some(n)) => Val::Text(self.text_of(n, at)?.to_string()),
             Header::Array(Some(n)) => {
@@ -1233,18 +1231,7 @@ impl<'a> Parser<'a> {
             Header::Simple(20) => Pytree::Bool(false),
             Header::Simple(21) => Pytree::Bool(true),
             Header::Simple(22) => Pytree::None,
-            Header::Simple(s) => {
-                return Err(FormatError::Syntax {
-                    offset: at,
-                    what: format!("unsupported simple value {s}"),
-                })
-            }
-            Header::Break => {
-                return Err(FormatError::Syntax {
-                    offset: at,
-                    what: "unexpected break".into(),
-                })
-            }
+            h @ (Header::Simple(_) | Header::Break) => return Err(unexpected_item(at, h)),
             Header::Bytes(Some(n)) => Pytree::Bytes(self.take(n)?.to_vec()),
             Header::Text(Some(n)) => Pytree::Str(self.text_of(n, at)?.to_string()),
             Header::Array(Some(n)) => {
