@@ -162,6 +162,7 @@ pub type Meta = Pytree;
 // ---------------------------------------------------------------- writer
 
 /// A tree ready to be written: the header bytes, the tensors in file order and the layout.
+#[derive(Clone)]
 pub struct Plan<'a> {
     header: Vec<u8>,
     tensors: Vec<&'a Tensor>,
@@ -442,44 +443,19 @@ impl<'a> Plan<'a> {
     /// `Ok(Err(crcs))` when the real CRCs make the header end in another alignment block than
     /// the placeholders did (then the payloads sit at the wrong offsets: write the file again
     /// from [`Plan::with_crcs`]). The bytes are the same as [`Plan::write_to`] gives. A storage
-    /// without positional writes gets the CRCs first and the file in order.
+    /// without positional writes gets the CRCs first and the file in order (the header's final
+    /// size is known then, so no second pass is ever needed).
     #[doc(hidden)]
     pub fn write_overlapped(&self, w: &mut super::TempFile) -> io::Result<Result<(), Vec<u32>>> {
         if !w.supports_write_at() {
-            // Sequential writes only: the CRCs first (on several threads), then the file.
+            // Sequential writes only: the CRCs first (on several threads), then the file in order.
             let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8);
             let crcs: Vec<u32> = self
                 .deferred
                 .iter()
                 .map(|&i| parallel_crc(&self.tensors[i].le_bytes(), threads))
                 .collect();
-            let mut entries = self.entries.clone();
-            for (&i, &c) in self.deferred.iter().zip(&crcs) {
-                entries[i].crc32c = c;
-            }
-            let header = encode_header(
-                &entries,
-                &self.tensors,
-                &self.tree_bytes,
-                self.meta_bytes.as_deref(),
-                self.align,
-            );
-            let hlen = header.len() as u64;
-            let base = align_up(hlen, self.align).expect("small");
-            if base != self.data_base() {
-                return Ok(Err(crcs));
-            }
-            w.write_all(&header)?;
-            let mut small = Vec::with_capacity(256);
-            push_padding(&mut small, (base - hlen) as usize);
-            self.write_data(w, small)?;
-            return w
-                .write_all(&encode_trailer(
-                    entries.len() as u64,
-                    self.datalen,
-                    crc32c::crc32c(&header),
-                ))
-                .map(Ok);
+            return self.clone().with_crcs(&crcs).write_to(w).map(Ok);
         }
         let base = self.data_base();
         // A hint: a failure here shows up in the writes.
@@ -498,26 +474,13 @@ impl<'a> Plan<'a> {
         });
         written?;
         let crcs = crcs.map_err(|_| io::Error::other("the CRC32C thread panicked"))?;
-        let mut entries = self.entries.clone();
-        for (&i, &c) in self.deferred.iter().zip(&crcs) {
-            entries[i].crc32c = c;
-        }
-        let mut header = encode_header(
-            &entries,
-            &self.tensors,
-            &self.tree_bytes,
-            self.meta_bytes.as_deref(),
-            self.align,
-        );
-        let hlen = header.len() as u64;
-        if align_up(hlen, self.align) != Some(base) {
+        let done = self.clone().with_crcs(&crcs);
+        if done.data_base() != base {
             return Ok(Err(crcs));
         }
-        w.write_all(&encode_trailer(
-            entries.len() as u64,
-            self.datalen,
-            crc32c::crc32c(&header),
-        ))?;
+        w.write_all(&done.trailer())?;
+        let mut header = done.header;
+        let hlen = header.len() as u64;
         push_padding(&mut header, (base - hlen) as usize);
         w.write_all_at(&header, 0)?;
         Ok(Ok(()))
