@@ -108,6 +108,15 @@ impl StorageFile for RecFile {
     }
 }
 
+impl Recorder {
+    /// Logs the operation `op` describes once the real call `r` has succeeded.
+    fn logged(&self, r: io::Result<()>, op: impl FnOnce() -> Op) -> io::Result<()> {
+        r?;
+        self.log.lock().unwrap().ops.push(op());
+        Ok(())
+    }
+}
+
 impl Storage for Recorder {
     fn create_new(&self, path: &Path, mode: Option<u32>) -> io::Result<Box<dyn StorageFile>> {
         let inner = OsStorage.create_new(path, mode)?;
@@ -126,34 +135,22 @@ impl Storage for Recorder {
         }))
     }
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        OsStorage.rename(from, to)?;
-        self.log.lock().unwrap().ops.push(Op::Rename {
+        self.logged(OsStorage.rename(from, to), || Op::Rename {
             from: name_of(from),
             to: name_of(to),
-        });
-        Ok(())
+        })
     }
     fn rename_noreplace(&self, from: &Path, to: &Path) -> io::Result<()> {
-        OsStorage.rename_noreplace(from, to)?;
-        self.log.lock().unwrap().ops.push(Op::Rename {
+        self.logged(OsStorage.rename_noreplace(from, to), || Op::Rename {
             from: name_of(from),
             to: name_of(to),
-        });
-        Ok(())
+        })
     }
     fn remove_file(&self, path: &Path) -> io::Result<()> {
-        OsStorage.remove_file(path)?;
-        self.log
-            .lock()
-            .unwrap()
-            .ops
-            .push(Op::Remove { name: name_of(path) });
-        Ok(())
+        self.logged(OsStorage.remove_file(path), || Op::Remove { name: name_of(path) })
     }
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        OsStorage.sync_dir(dir)?;
-        self.log.lock().unwrap().ops.push(Op::SyncDir);
-        Ok(())
+        self.logged(OsStorage.sync_dir(dir), || Op::SyncDir)
     }
 }
 
