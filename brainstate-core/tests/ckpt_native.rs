@@ -624,3 +624,37 @@ fn two_thread_decode_matches_one_thread() {
         );
     }
 }
+
+#[test]
+fn unused_simple_values_and_stray_breaks_are_syntax_errors() {
+    // In the tree (the direct tree parser) and in an unknown header key (the generic one):
+    // simple(16), undefined (0xf7) and a stray break (0xff), each a typed error naming it.
+    for (bad, what) in [
+        (&[0xf0][..], "simple value 16"),
+        (&[0xf7], "simple value 23"),
+        (&[0xff], "unexpected break"),
+    ] {
+        for in_tree in [true, false] {
+            let mut body = header_prefix(1);
+            body.extend(text("tree"));
+            if in_tree {
+                body.extend([0x81]); // [bad]
+                body.extend(bad);
+            } else {
+                body.push(7);
+                body.extend(text("zz_future"));
+                body.extend(bad);
+            }
+            body.extend(text("align"));
+            body.extend([0x18, 64]);
+            body.extend(text("tensors"));
+            body.push(0x80);
+            let f = hand_file(&body, if in_tree { 5 } else { 6 }, &[], 0);
+            let e = decode_both(&f).unwrap_err();
+            assert!(
+                matches!(e, FormatError::Syntax { .. }) && e.to_string().contains(what),
+                "{bad:x?} in tree {in_tree}: {e}"
+            );
+        }
+    }
+}
