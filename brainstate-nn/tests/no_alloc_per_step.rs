@@ -75,3 +75,48 @@ fn epoch_allocations_do_not_grow_with_time_steps() {
         }
     }
 }
+
+#[test]
+fn split_work_of_a_large_network_allocates_nothing_per_step() {
+    // Large enough that the layer loops, event scans and products are split across the two
+    // threads (state of 128 x 512 values); sparse input, as the SHD-sized benchmark's 1 % case.
+    let (b, n_in) = (128, 300);
+    let cfg = SnnConfig {
+        num_in: n_in,
+        num_rec: 512,
+        num_out: 4,
+        ..SnnConfig::default()
+    };
+    let mut rng = rand::rngs::StdRng::seed_from_u64(4);
+    let mut net = TutorialSnn::new(&cfg, Mode::Training { batch_size: b }, &mut rng).unwrap();
+    let mut opt = Adam::new(1e-3).unwrap();
+    opt.register(&net).unwrap();
+    let y: Vec<f32> = (0..b).map(|i| (i % 4) as f32).collect();
+    let spikes = |t: usize, seed: u64| {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        SpikeInput::new(Array3::from_shape_simple_fn((t, b, n_in), || {
+            if rng.gen_bool(0.01) {
+                1.0f32
+            } else {
+                0.0
+            }
+        }))
+        .unwrap()
+    };
+    let (short, long) = (spikes(10, 5), spikes(30, 6));
+    let mut trainer = Bptt::new(1.0);
+    for _ in 0..2 {
+        trainer
+            .train_epoch(&mut net, &mut opt, &long, Targets::Classes(&y))
+            .unwrap();
+    }
+    let mut count = |x: &SpikeInput| {
+        let before = ALLOCS.load(Ordering::Relaxed);
+        trainer
+            .train_epoch(&mut net, &mut opt, x, Targets::Classes(&y))
+            .unwrap();
+        ALLOCS.load(Ordering::Relaxed) - before
+    };
+    let (a, b) = (count(&short), count(&long));
+    assert_eq!(a, b, "{a} allocations for 10 steps, {b} for 30");
+}
