@@ -28,6 +28,9 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
+/// The counter is global: the tests take turns so one does not count the other's allocations.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn input(t: usize, rate: f64, seed: u64) -> SpikeInput {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     SpikeInput::new(Array3::from_shape_simple_fn((t, 16, 100), || {
@@ -42,6 +45,7 @@ fn input(t: usize, rate: f64, seed: u64) -> SpikeInput {
 
 #[test]
 fn epoch_allocations_do_not_grow_with_time_steps() {
+    let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     for rate in [0.02, 0.5] {
         let mut rng = rand::rngs::StdRng::seed_from_u64(1);
         let mut net =
@@ -78,6 +82,7 @@ fn epoch_allocations_do_not_grow_with_time_steps() {
 
 #[test]
 fn split_work_of_a_large_network_allocates_nothing_per_step() {
+    let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     // Large enough that the layer loops, event scans and products are split across the two
     // threads (state of 128 x 512 values); sparse input, as the SHD-sized benchmark's 1 % case.
     let (b, n_in) = (128, 300);
