@@ -403,6 +403,8 @@ pub struct Dense {
     small_t: Vec<f32>,
     wt: Vec<f32>,
     by_input: ByInput,
+    /// The row of each event, for the flat event loops.
+    ev_rows: Vec<u32>,
 }
 
 impl Dense {
@@ -479,6 +481,7 @@ impl Dense {
             small_t: Vec::new(),
             wt: Vec::new(),
             by_input: ByInput::default(),
+            ev_rows: Vec::new(),
         }
     }
 
@@ -584,8 +587,9 @@ fn b_of<'a>(
 }
 
 /// `out[b, :] += val * w[i, :]` for every event `(b, i, val)`; large outputs in two halves of the
-/// rows across the worker threads.
-fn add_rows(out: &mut [f32], n_out: usize, e: &EventsRef<'_>, w: &[f32]) {
+/// rows across the worker threads, sparse events in one flat pass ([`sparse_flat`], with
+/// `ev_rows` as scratch).
+fn add_rows(out: &mut [f32], n_out: usize, e: &EventsRef<'_>, w: &[f32], ev_rows: &mut Vec<u32>) {
     let rows = e.rows();
     if rows >= 2 && out.len() >= rows * n_out && par::worth(rows * n_out) {
         let m = rows / 2;
@@ -604,6 +608,9 @@ fn add_rows(out: &mut [f32], n_out: usize, e: &EventsRef<'_>, w: &[f32]) {
             || add_rows_part(o0, n_out, &e0, w),
             || add_rows_part(o1, n_out, &e1, w),
         );
+    } else if sparse_flat(e, n_out) {
+        event_rows(e, ev_rows);
+        by_width!(n_out, add_rows_flat_wide(out, n_out, e, ev_rows, w));
     } else {
         add_rows_part(out, n_out, e, w);
     }
@@ -681,7 +688,7 @@ fn add_rows_loop(out: &mut [f32], n_out: usize, e: &EventsRef<'_>, w: &[f32]) {
 
 /// `gw[i, :] += val * d[b, :]` for every event `(b, i, val)`; a large `gw` in two halves of its
 /// rows (inputs `i`) across the worker threads, each taking the events of its inputs in order.
-fn add_outer(gw: &mut [f32], n_out: usize, e: &EventsRef<'_>, d: &[f32]) {
+fn add_outer(gw: &mut [f32], n_out: usize, e: &EventsRef<'_>, d: &[f32], ev_rows: &mut Vec<u32>) {
     let n_in = gw.len() / n_out.max(1);
     if n_in >= 2 && par::worth(gw.len()) && par::worth(e.nnz() * n_out) {
         let m = n_in / 2;
@@ -690,6 +697,9 @@ fn add_outer(gw: &mut [f32], n_out: usize, e: &EventsRef<'_>, d: &[f32]) {
             || add_outer_part(g0, 0, n_out, e, d),
             || add_outer_part(g1, m, n_out, e, d),
         );
+    } else if sparse_flat(e, n_out) {
+        event_rows(e, ev_rows);
+        by_width!(n_out, add_outer_flat_wide(gw, n_out, e, ev_rows, d));
     } else {
         add_outer_part(gw, 0, n_out, e, d);
     }
@@ -764,6 +774,133 @@ fn add_outer_loop(gw: &mut [f32], lo: usize, n_out: usize, e: &EventsRef<'_>, d:
                 Some(v) => {
                     let s = v[k];
                     g.iter_mut().zip(dr).for_each(|(g, d)| *g += s * d)
+                }
+            }
+        }
+    }
+}
+
+/// True when the events of narrow rows (`n_out <= 16`) go through one flat pass over the events
+/// ([`add_rows_flat`], [`add_outer_flat`]) instead of a loop per row: at most two events per row
+/// on average, where the per-row loops' trip counts (0, 1, 2, ... events) defeat the branch
+/// predictor.
+fn sparse_flat(e: &EventsRef<'_>, n_out: usize) -> bool {
+    n_out <= 16 && e.nnz() <= 2 * e.rows()
+}
+
+/// The row (sample) of every event of `e` in order into `rows` (`e.nnz()` values and one spare),
+/// without a branch per row: a mark at each row's first event, then a running sum.
+fn event_rows(e: &EventsRef<'_>, rows: &mut Vec<u32>) {
+    let (base, nnz) = (e.row_ptr[0], e.nnz());
+    rows.clear();
+    // Room for the most events [`sparse_flat`] lets through, so the buffer is sized once.
+    rows.reserve(2 * e.rows() + 1);
+    rows.resize(nnz + 1, 0);
+    for &p in &e.row_ptr[1..e.rows().max(1)] {
+        rows[p - base] += 1;
+    }
+    let mut b = 0;
+    for r in rows.iter_mut() {
+        b += *r;
+        *r = b;
+    }
+}
+
+fn add_rows_flat_wide<const N: usize>(
+    out: &mut [f32],
+    n_out: usize,
+    e: &EventsRef<'_>,
+    rows: &[u32],
+    w: &[f32],
+) {
+    par::wide(
+        #[inline(always)]
+        || add_rows_flat::<N>(out, n_out, e, rows, w),
+    )
+}
+
+/// [`add_rows_loop`] as one pass over the events, `rows` from [`event_rows`]: each event adds its
+/// row of `w` to its output row (`N` values, 0: `n_out` at run time) in memory. Each output row
+/// takes its events in the same order, so the values are the same.
+#[inline(always)]
+fn add_rows_flat<const N: usize>(out: &mut [f32], n_out: usize, e: &EventsRef<'_>, rows: &[u32], w: &[f32]) {
+    if N == 0 {
+        return add_rows_loop(out, n_out, e, w);
+    }
+    let (lo, hi) = (e.row_ptr[0], e.row_ptr[e.rows()]);
+    let row = |a: &[f32], i: usize| -> [f32; N] { a[i * N..(i + 1) * N].try_into().expect("N values") };
+    let evs = e.idx[lo..hi].iter().zip(&rows[..hi - lo]);
+    match e.val {
+        None => {
+            for (&i, &b) in evs {
+                let wr = row(w, i as usize);
+                let o: &mut [f32; N] = (&mut out[b as usize * N..(b as usize + 1) * N])
+                    .try_into()
+                    .expect("N values");
+                for j in 0..N {
+                    o[j] += wr[j];
+                }
+            }
+        }
+        Some(v) => {
+            for ((&i, &b), &s) in evs.zip(&v[lo..hi]) {
+                let wr = row(w, i as usize);
+                let o: &mut [f32; N] = (&mut out[b as usize * N..(b as usize + 1) * N])
+                    .try_into()
+                    .expect("N values");
+                for j in 0..N {
+                    o[j] += s * wr[j];
+                }
+            }
+        }
+    }
+}
+
+fn add_outer_flat_wide<const N: usize>(
+    gw: &mut [f32],
+    n_out: usize,
+    e: &EventsRef<'_>,
+    rows: &[u32],
+    d: &[f32],
+) {
+    par::wide(
+        #[inline(always)]
+        || add_outer_flat::<N>(gw, n_out, e, rows, d),
+    )
+}
+
+/// [`add_outer_loop`] over all inputs as one pass over the events, `rows` from [`event_rows`]:
+/// each event adds its row of `d` to its input's gradient row (`N` values, 0: `n_out` at run
+/// time), in the same order as the loop, so the values are the same.
+#[inline(always)]
+fn add_outer_flat<const N: usize>(gw: &mut [f32], n_out: usize, e: &EventsRef<'_>, rows: &[u32], d: &[f32]) {
+    if N == 0 {
+        return add_outer_loop(gw, 0, n_out, e, d);
+    }
+    let (lo, hi) = (e.row_ptr[0], e.row_ptr[e.rows()]);
+    let row = |a: &[f32], b: u32| -> [f32; N] {
+        let b = b as usize;
+        a[b * N..(b + 1) * N].try_into().expect("N values")
+    };
+    let evs = e.idx[lo..hi].iter().zip(&rows[..hi - lo]);
+    match e.val {
+        None => {
+            for (&i, &b) in evs {
+                let dr = row(d, b);
+                let i = i as usize;
+                let g: &mut [f32; N] = (&mut gw[i * N..(i + 1) * N]).try_into().expect("N values");
+                for j in 0..N {
+                    g[j] += dr[j];
+                }
+            }
+        }
+        Some(v) => {
+            for ((&i, &b), &s) in evs.zip(&v[lo..hi]) {
+                let dr = row(d, b);
+                let i = i as usize;
+                let g: &mut [f32; N] = (&mut gw[i * N..(i + 1) * N]).try_into().expect("N values");
+                for j in 0..N {
+                    g[j] += s * dr[j];
                 }
             }
         }
@@ -959,6 +1096,7 @@ impl Layer for Dense {
             out,
             scan,
             tape,
+            ev_rows,
             ..
         } = self;
         let (n_in, n_out) = (*num_in, *num_out);
@@ -980,7 +1118,7 @@ impl Layer for Dense {
         let w = w_of(w, fixed_w, name, n_in, n_out)?;
         let sig = match input {
             Signal::Events(e) => {
-                add_rows(out, n_out, &e, w);
+                add_rows(out, n_out, &e, w, ev_rows);
                 input
             }
             Signal::Dense(x) if small(rows, n_in, n_out) => {
@@ -990,7 +1128,7 @@ impl Layer for Dense {
             }
             Signal::Dense(x) => {
                 if scan.collect(x, n_in, max_events(rows, n_in, n_out)) {
-                    add_rows(out, n_out, &scan.view(), w);
+                    add_rows(out, n_out, &scan.view(), w, ev_rows);
                     Signal::Events(scan.view())
                 } else {
                     let xv = ArrayView2::from_shape((rows, n_in), x).expect("checked shape");
@@ -1076,6 +1214,7 @@ impl Layer for Dense {
             grad_w,
             small_t,
             by_input,
+            ev_rows,
             ..
         } = self;
         // A dense step on the tape is one whose scan for events already failed in forward.
@@ -1131,7 +1270,7 @@ impl Layer for Dense {
                 by_input.build(&e, n_in);
                 add_outer_grouped(grad_w, n_out, by_input, &e, d_out)
             }
-            Some(Signal::Events(e)) => add_outer(grad_w, n_out, &e, d_out),
+            Some(Signal::Events(e)) => add_outer(grad_w, n_out, &e, d_out, ev_rows),
             Some(Signal::Dense(x)) => {
                 let xv = ArrayView2::from_shape((rows, n_in), x).map_err(|_| NnError::BatchSize {
                     layer: label_of(name, "Dense"),
@@ -1286,12 +1425,25 @@ mod tests {
                     let mut b = init.clone();
                     add_rows_part(&mut b, n_out, &e, &w);
                     assert!(same(&a, &b), "rows {n_in} x {n_out}");
+                    // The flat pass over the events, with their rows marked and summed.
+                    let mut rows_of = Vec::new();
+                    event_rows(&e, &mut rows_of);
+                    let want: Vec<u32> = (0..rows)
+                        .flat_map(|r| std::iter::repeat_n(r as u32, row_ptr[r + 1] - row_ptr[r]))
+                        .collect();
+                    assert_eq!(rows_of[..idx.len()], want[..]);
+                    let mut b = init.clone();
+                    by_width!(n_out, add_rows_flat_wide(&mut b, n_out, &e, &rows_of, &w));
+                    assert!(same(&a, &b), "flat rows {n_in} x {n_out}");
                     let g0: Vec<f32> = (0..n_in * n_out).map(|k| val(k * 17 + 5)).collect();
                     let mut a = g0.clone();
                     add_outer_loop(&mut a, 0, n_out, &e, &d);
-                    let mut b = g0;
+                    let mut b = g0.clone();
                     add_outer_part(&mut b, 0, n_out, &e, &d);
                     assert!(same(&a, &b), "outer {n_in} x {n_out}");
+                    let mut b = g0;
+                    by_width!(n_out, add_outer_flat_wide(&mut b, n_out, &e, &rows_of, &d));
+                    assert!(same(&a, &b), "flat outer {n_in} x {n_out}");
                 }
             }
         }
@@ -1323,7 +1475,7 @@ mod tests {
             };
             let init: Vec<f32> = (0..n_in * n_out).map(|k| (k % 13) as f32 * 0.01).collect();
             let mut plain = init.clone();
-            add_outer(&mut plain, n_out, &e, &d);
+            add_outer(&mut plain, n_out, &e, &d, &mut Vec::new());
             let mut by = ByInput::default();
             by.build(&e, n_in);
             let mut grouped = init;
