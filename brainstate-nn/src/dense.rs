@@ -73,16 +73,18 @@ fn small_forward<const N: usize>(out: &mut [f32], x: &[f32], w: &[f32], n_in: us
         return;
     }
     for (o, xr) in out.chunks_exact_mut(N).zip(x.chunks_exact(n_in)) {
-        let mut acc: [f32; N] = (&*o).try_into().expect("N values");
+        let o: &mut [f32; N] = o.try_into().expect("N values");
+        let mut acc = *o;
         for (&xi, wr) in xr.iter().zip(w.chunks_exact(N)) {
-            if xi != 0.0 {
-                let wr: [f32; N] = wr.try_into().expect("N values");
-                for j in 0..N {
-                    acc[j] += xi * wr[j];
-                }
+            // No branch (spikes defeat the predictor): a zero input adds -0.0, which leaves
+            // every value as it is (-0.0 too), as skipping it does.
+            let on = xi != 0.0;
+            let wr: [f32; N] = wr.try_into().expect("N values");
+            for j in 0..N {
+                acc[j] += if on { xi * wr[j] } else { -0.0 };
             }
         }
-        o.copy_from_slice(&acc);
+        *o = acc;
     }
 }
 
@@ -161,7 +163,7 @@ fn small_d_in<const N: usize>(d_in: &mut [f32], d: &[f32], w: &[f32], n_in: usiz
         let at = b * n_in;
         match d_in.get_mut(at..at + LANES) {
             // All lanes in one store: those past the row are rewritten by the next rows.
-            Some(o) => o.copy_from_slice(&acc),
+            Some(o) => *<&mut [f32; LANES]>::try_from(o).expect("LANES values") = acc,
             None => d_in[at..at + n_in].copy_from_slice(&acc[..n_in]),
         }
     }
@@ -172,6 +174,46 @@ fn small_d_in_wide<const N: usize>(d_in: &mut [f32], d: &[f32], w: &[f32], n_in:
         #[inline(always)]
         || small_d_in::<N>(d_in, d, w, n_in, n_out),
     )
+}
+
+/// `gb[j] += d[b, lo + j]` for the rows `b` of `d` (`n_out` wide) in order; `N` columns held in
+/// registers (0: `gb.len()` columns at run time; `N > 0` needs `N == n_out`, `lo == 0`).
+#[inline(always)]
+fn sum_rows<const N: usize>(gb: &mut [f32], d: &[f32], n_out: usize, lo: usize) {
+    if N == 0 {
+        for r in d.chunks_exact(n_out) {
+            gb.iter_mut().zip(&r[lo..]).for_each(|(g, d)| *g += d);
+        }
+        return;
+    }
+    let gb: &mut [f32; N] = gb.try_into().expect("N values");
+    let mut acc = *gb;
+    for r in d.chunks_exact(N) {
+        for j in 0..N {
+            acc[j] += r[j];
+        }
+    }
+    *gb = acc;
+}
+
+fn sum_rows_wide<const N: usize>(gb: &mut [f32], d: &[f32], n_out: usize, lo: usize) {
+    par::wide(
+        #[inline(always)]
+        || sum_rows::<N>(gb, d, n_out, lo),
+    )
+}
+
+/// Copies `b` into every row of `out` (rows of `b.len()` values; `N` of them in registers, 0:
+/// the length at run time).
+fn fill_rows<const N: usize>(out: &mut [f32], b: &[f32]) {
+    if N == 0 {
+        return out.chunks_exact_mut(b.len()).for_each(|r| r.copy_from_slice(b));
+    }
+    let b: [f32; N] = b.try_into().expect("N values");
+    for r in out.chunks_exact_mut(N) {
+        let r: &mut [f32; N] = r.try_into().expect("N values");
+        *r = b;
+    }
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -1106,7 +1148,7 @@ impl Layer for Dense {
         }
         let bias = b_of(b, fixed_b, name, n_out)?;
         let init = |o: &mut [f32]| match bias {
-            Some(b) => o.chunks_exact_mut(n_out).for_each(|r| r.copy_from_slice(b)),
+            Some(b) => by_width!(n_out, fill_rows(o, b)),
             None => o.fill(0.0),
         };
         if rows >= 2 && par::worth(out.len()) {
@@ -1189,23 +1231,16 @@ impl Layer for Dense {
         }
         let (n_in, n_out) = (self.num_in, self.num_out);
         let rows = d_out.len() / n_out;
-        let sum_rows = |gb: &mut [f32], lo: usize| {
-            par::wide(
-                #[inline(always)]
-                || {
-                    for r in d_out.chunks_exact(n_out) {
-                        gb.iter_mut().zip(&r[lo..]).for_each(|(g, d)| *g += d);
-                    }
-                },
-            )
-        };
         if n_out >= 128 && par::worth(d_out.len()) {
             // Two halves of the columns: each sums its columns over the rows in order.
             let m = n_out / 2;
             let (g0, g1) = self.grad_b.split_at_mut(m);
-            par::join(|| sum_rows(g0, 0), || sum_rows(g1, m));
+            par::join(
+                || sum_rows_wide::<0>(g0, d_out, n_out, 0),
+                || sum_rows_wide::<0>(g1, d_out, n_out, m),
+            );
         } else {
-            sum_rows(&mut self.grad_b, 0);
+            by_width!(n_out, sum_rows_wide(&mut self.grad_b, d_out, n_out, 0));
         }
         let Dense {
             name,
@@ -1401,6 +1436,12 @@ mod tests {
                 let mut b = vec![1.0f32; rows * n_in];
                 by_width!(n_out, small_d_in_wide(&mut b, &d, &w, n_in, n_out));
                 assert!(same(&a, &b), "d_in {n_in} x {n_out}");
+                // Bias gradient: the columns summed over the rows in order.
+                let mut a: Vec<f32> = (0..n_out).map(|k| val(k * 19 + 1)).collect();
+                let mut b = a.clone();
+                sum_rows::<0>(&mut a, &d, n_out, 0);
+                by_width!(n_out, sum_rows_wide(&mut b, &d, n_out, 0));
+                assert!(same(&a, &b), "bias {n_in} x {n_out}");
                 // Events: rows of W added, rows of the gradient accumulated.
                 let mut row_ptr = vec![0];
                 let (mut idx, mut ev) = (Vec::new(), Vec::new());
