@@ -76,12 +76,11 @@ fn small_forward<const N: usize>(out: &mut [f32], x: &[f32], w: &[f32], n_in: us
         let o: &mut [f32; N] = o.try_into().expect("N values");
         let mut acc = *o;
         for (&xi, wr) in xr.iter().zip(w.chunks_exact(N)) {
-            // No branch (spikes defeat the predictor): a zero input adds -0.0, which leaves
-            // every value as it is (-0.0 too), as skipping it does.
-            let on = xi != 0.0;
-            let wr: [f32; N] = wr.try_into().expect("N values");
-            for j in 0..N {
-                acc[j] += if on { xi * wr[j] } else { -0.0 };
+            if xi != 0.0 {
+                let wr: [f32; N] = wr.try_into().expect("N values");
+                for j in 0..N {
+                    acc[j] += xi * wr[j];
+                }
             }
         }
         *o = acc;

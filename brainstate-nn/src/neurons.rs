@@ -460,6 +460,11 @@ fn lif_update_part(
     )
 }
 
+/// Steps of at least this many values go to the tape with non-temporal stores; the tape of smaller
+/// steps (a few MB for a run of a hundred steps) is left to the cache, which backward reads it
+/// from.
+const STREAM_MIN: usize = 1 << 14;
+
 /// Applies `f(V, I) -> (vp, spike, V')` element-wise (equal lengths checked by the caller).
 #[inline(always)]
 fn lif_pass(
@@ -471,6 +476,12 @@ fn lif_pass(
 ) {
     let it = v.iter_mut().zip(i).zip(o.iter_mut());
     match tape {
+        Some(tape) if tape.len() < STREAM_MIN => it.zip(tape.iter_mut()).for_each(|(((v, &i), o), vp)| {
+            let (p, s, vn) = f(*v, i);
+            *vp = p;
+            *o = s;
+            *v = vn;
+        }),
         Some(tape) => {
             // The tape is read back only in backward, long after: its values go 64 at a time
             // through a register-sized buffer into non-temporal stores, which skip reading the
