@@ -87,6 +87,102 @@ fn small_forward<const N: usize>(out: &mut [f32], x: &[f32], w: &[f32], n_in: us
     }
 }
 
+/// Every sum a row of 0/1 inputs can give a layer with few inputs: entry `m` (a bit per input)
+/// holds `b + W[i1, :] + W[i2, :] + ...` added in order of the set bits `i1 < i2 < ...`, exactly
+/// the sum [`small_forward`] forms for such a row (a 1 times a weight is the weight). Kept while
+/// `W` and `b` keep their bits (a training epoch), rebuilt when they change.
+#[derive(Clone, Debug, Default)]
+struct SubsetSums {
+    /// `2^n_in` rows of `n_out` values.
+    sums: Vec<f32>,
+    /// The bits of `W` then `b` the sums were built from.
+    key: Vec<u32>,
+    /// The step's inputs as bit masks ([`pack_bits`]) and one zero word.
+    bits: Vec<u16>,
+}
+
+impl SubsetSums {
+    /// True when a layer of this size uses the table: `n_out <= 16` and at most 8192 values.
+    fn fits(&self, n_in: usize, n_out: usize) -> bool {
+        (1..=16).contains(&n_out) && n_in <= 13 && n_out << n_in <= 1 << 13
+    }
+
+    /// Packs the step's inputs into `bits`; false when a value is neither 0 nor 1.
+    fn pack(&mut self, x: &[f32]) -> bool {
+        let words = x.len().div_ceil(16);
+        self.bits.resize(words + 1, 0);
+        self.bits[words] = 0;
+        pack_bits(x, &mut self.bits[..words])
+    }
+
+    /// Rebuilds the sums if `w` or `bias` changed since the last build.
+    fn update(&mut self, w: &[f32], bias: Option<&[f32]>, n_in: usize, n_out: usize) {
+        let bits = || w.iter().chain(bias.unwrap_or(&[])).map(|v| v.to_bits());
+        let n_key = w.len() + bias.map_or(0, <[f32]>::len);
+        if self.sums.len() == n_out << n_in && self.key.len() == n_key && bits().eq(self.key.iter().copied())
+        {
+            return;
+        }
+        self.key.clear();
+        self.key.extend(bits());
+        self.sums.clear();
+        self.sums.resize(n_out << n_in, 0.0);
+        if let Some(b) = bias {
+            self.sums[..n_out].copy_from_slice(b);
+        }
+        for m in 1..1usize << n_in {
+            let hi = m.ilog2() as usize;
+            let (done, rest) = self.sums.split_at_mut(m * n_out);
+            let prev = &done[(m ^ 1 << hi) * n_out..][..n_out];
+            for ((s, &p), &wv) in rest[..n_out]
+                .iter_mut()
+                .zip(prev)
+                .zip(&w[hi * n_out..(hi + 1) * n_out])
+            {
+                *s = p + wv;
+            }
+        }
+    }
+}
+
+/// [`small_forward`] of 0/1 inputs from [`SubsetSums`]: each row of `out` takes the entry of
+/// `sums` (`2^n_in` rows of `N`, 0: `n_out` at run time) its `n_in` bits of `bits` (packed
+/// inputs, one spare zero word) select. No branch per input, which spikes defeat.
+#[inline(always)]
+fn subset_forward<const N: usize>(out: &mut [f32], bits: &[u16], sums: &[f32], n_in: usize, n_out: usize) {
+    let keep = (1u32 << n_in) - 1;
+    let entry = |b: usize| -> usize {
+        let at = b * n_in;
+        let v = u32::from(bits[at / 16]) | u32::from(bits[at / 16 + 1]) << 16;
+        (v >> (at % 16) & keep) as usize
+    };
+    if N == 0 {
+        for (b, o) in out.chunks_exact_mut(n_out).enumerate() {
+            let m = entry(b);
+            o.copy_from_slice(&sums[m * n_out..(m + 1) * n_out]);
+        }
+        return;
+    }
+    for (b, o) in out.chunks_exact_mut(N).enumerate() {
+        let m = entry(b);
+        let o: &mut [f32; N] = o.try_into().expect("N values");
+        *o = sums[m * N..(m + 1) * N].try_into().expect("N values");
+    }
+}
+
+fn subset_forward_wide<const N: usize>(
+    out: &mut [f32],
+    bits: &[u16],
+    sums: &[f32],
+    n_in: usize,
+    n_out: usize,
+) {
+    par::wide(
+        #[inline(always)]
+        || subset_forward::<N>(out, bits, sums, n_in, n_out),
+    )
+}
+
 fn small_forward_wide<const N: usize>(out: &mut [f32], x: &[f32], w: &[f32], n_in: usize, n_out: usize) {
     par::wide(
         #[inline(always)]
@@ -446,6 +542,7 @@ pub struct Dense {
     by_input: ByInput,
     /// The row of each event, for the flat event loops.
     ev_rows: Vec<u32>,
+    subsets: SubsetSums,
 }
 
 impl Dense {
@@ -523,6 +620,7 @@ impl Dense {
             wt: Vec::new(),
             by_input: ByInput::default(),
             ev_rows: Vec::new(),
+            subsets: SubsetSums::default(),
         }
     }
 
@@ -1138,6 +1236,7 @@ impl Layer for Dense {
             scan,
             tape,
             ev_rows,
+            subsets,
             ..
         } = self;
         let (n_in, n_out) = (*num_in, *num_out);
@@ -1160,6 +1259,15 @@ impl Layer for Dense {
         let sig = match input {
             Signal::Events(e) => {
                 add_rows(out, n_out, &e, w, ev_rows);
+                input
+            }
+            Signal::Dense(x) if small(rows, n_in, n_out) && subsets.fits(n_in, n_out) && subsets.pack(x) => {
+                // Few inputs and outputs, spikes in: each row looks its sum up.
+                subsets.update(w, bias, n_in, n_out);
+                by_width!(
+                    n_out,
+                    subset_forward_wide(out, &subsets.bits, &subsets.sums, n_in, n_out)
+                );
                 input
             }
             Signal::Dense(x) if small(rows, n_in, n_out) => {
@@ -1406,6 +1514,29 @@ mod tests {
                 let mut b = init.clone();
                 by_width!(n_out, small_forward_wide(&mut b, &x, &w, n_in, n_out));
                 assert!(same(&a, &b), "forward {n_in} x {n_out}");
+                // Forward of 0/1 inputs from subset sums; the bias with a -0.0 among its
+                // values. Other values are refused.
+                let bias: Vec<f32> = (0..n_out).map(|k| val(k * 2 + 5)).collect();
+                let xb: Vec<f32> = (0..rows * n_in).map(|k| ((k * 7) % 5 % 2) as f32).collect();
+                let mut sums = SubsetSums::default();
+                for round in 0..2 {
+                    // The second round rebuilds the sums for other weights.
+                    let w: Vec<f32> = w.iter().map(|v| v * (1 + round) as f32).collect();
+                    let mut a: Vec<f32> = bias.iter().copied().cycle().take(rows * n_out).collect();
+                    small_forward::<0>(&mut a, &xb, &w, n_in, n_out);
+                    assert!(sums.pack(&xb));
+                    sums.update(&w, Some(&bias), n_in, n_out);
+                    let mut b = vec![7.0; rows * n_out];
+                    by_width!(
+                        n_out,
+                        subset_forward_wide(&mut b, &sums.bits, &sums.sums, n_in, n_out)
+                    );
+                    assert!(same(&a, &b), "subset forward {n_in} x {n_out}");
+                    let mut c = vec![7.0; rows * n_out];
+                    subset_forward::<0>(&mut c, &sums.bits, &sums.sums, n_in, n_out);
+                    assert!(same(&a, &c), "subset forward {n_in} x {n_out}, generic");
+                }
+                assert!(!sums.pack(&x) || x.iter().all(|v| *v == 0.0 || *v == 1.0));
                 // Weight gradient: the transpose accumulated from 0, then folded in.
                 let g0: Vec<f32> = (0..n_in * n_out).map(|k| val(k * 13 + 3)).collect();
                 let mut t = vec![0.0f32; n_out * n_in];
