@@ -217,6 +217,26 @@ impl Lif {
         }
         self.tape.get(t * n..(t + 1) * n)
     }
+
+    /// The spikes of recorded step `t` into `out` (`batch * size` values, 1.0 where the
+    /// pre-reset potential reached `V_th`, as the step computed them); false when `t` was not
+    /// recorded.
+    pub(crate) fn recorded_spikes(&self, t: usize, out: &mut Vec<f32>) -> bool {
+        let Some(vp) = self.recorded_v_pre(t) else {
+            return false;
+        };
+        out.resize(vp.len(), 0.0);
+        let v_th = self.params.v_th;
+        crate::par::wide(
+            #[inline(always)]
+            || {
+                out.iter_mut()
+                    .zip(vp)
+                    .for_each(|(s, &v)| *s = if v >= v_th { 1.0 } else { 0.0 })
+            },
+        );
+        true
+    }
 }
 
 impl Layer for Lif {
