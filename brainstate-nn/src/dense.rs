@@ -97,22 +97,12 @@ struct SubsetSums {
     sums: Vec<f32>,
     /// The bits of `W` then `b` the sums were built from.
     key: Vec<u32>,
-    /// The step's inputs as bit masks ([`pack_bits`]) and one zero word.
-    bits: Vec<u16>,
 }
 
 impl SubsetSums {
     /// True when a layer of this size uses the table: `n_out <= 16` and at most 8192 values.
     fn fits(&self, n_in: usize, n_out: usize) -> bool {
         (1..=16).contains(&n_out) && n_in <= 13 && n_out << n_in <= 1 << 13
-    }
-
-    /// Packs the step's inputs into `bits`; false when a value is neither 0 nor 1.
-    fn pack(&mut self, x: &[f32]) -> bool {
-        let words = x.len().div_ceil(16);
-        self.bits.resize(words + 1, 0);
-        self.bits[words] = 0;
-        pack_bits(x, &mut self.bits[..words])
     }
 
     /// Rebuilds the sums if `w` or `bias` changed since the last build.
@@ -145,41 +135,47 @@ impl SubsetSums {
     }
 }
 
-/// [`small_forward`] of 0/1 inputs from [`SubsetSums`]: each row of `out` takes the entry of
-/// `sums` (`2^n_in` rows of `N`, 0: `n_out` at run time) its `n_in` bits of `bits` (packed
-/// inputs, one spare zero word) select. No branch per input, which spikes defeat.
+/// [`small_forward`] from [`SubsetSums`] (`sums`, `2^n_in` rows of `N`; `n_in <= 16`) over
+/// `out` holding the bias rows: a row of 0s and 1s takes the entry of its bits (no branch per
+/// input, which spikes defeat), another row is summed as in [`small_forward`]. The same values
+/// either way.
 #[inline(always)]
-fn subset_forward<const N: usize>(out: &mut [f32], bits: &[u16], sums: &[f32], n_in: usize, n_out: usize) {
-    let keep = (1u32 << n_in) - 1;
-    let entry = |b: usize| -> usize {
-        let at = b * n_in;
-        let v = u32::from(bits[at / 16]) | u32::from(bits[at / 16 + 1]) << 16;
-        (v >> (at % 16) & keep) as usize
-    };
+fn subset_forward<const N: usize>(
+    out: &mut [f32],
+    x: &[f32],
+    w: &[f32],
+    sums: &[f32],
+    n_in: usize,
+    n_out: usize,
+) {
     if N == 0 {
-        for (b, o) in out.chunks_exact_mut(n_out).enumerate() {
-            let m = entry(b);
-            o.copy_from_slice(&sums[m * n_out..(m + 1) * n_out]);
-        }
-        return;
+        return small_forward::<0>(out, x, w, n_in, n_out);
     }
+    let keep = ((1u32 << n_in) - 1) as u16;
     for (b, o) in out.chunks_exact_mut(N).enumerate() {
-        let m = entry(b);
+        let (nz, one) = masks16(&lanes_at(x, b * n_in));
+        let (nz, one) = (nz & keep, one & keep);
         let o: &mut [f32; N] = o.try_into().expect("N values");
-        *o = sums[m * N..(m + 1) * N].try_into().expect("N values");
+        if nz == one {
+            let m = usize::from(nz);
+            *o = sums[m * N..(m + 1) * N].try_into().expect("N values");
+        } else {
+            small_forward::<N>(o, &x[b * n_in..(b + 1) * n_in], w, n_in, N);
+        }
     }
 }
 
 fn subset_forward_wide<const N: usize>(
     out: &mut [f32],
-    bits: &[u16],
+    x: &[f32],
+    w: &[f32],
     sums: &[f32],
     n_in: usize,
     n_out: usize,
 ) {
     par::wide(
         #[inline(always)]
-        || subset_forward::<N>(out, bits, sums, n_in, n_out),
+        || subset_forward::<N>(out, x, w, sums, n_in, n_out),
     )
 }
 
@@ -326,6 +322,40 @@ enum TapeStep {
     },
 }
 
+/// Bit masks of 16 values: bit `j` of the first is `c[j] != 0`, of the second `c[j] == 1` (one
+/// vector compare each with AVX-512).
+#[inline(always)]
+fn masks16(c: &[f32; 16]) -> (u16, u16) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU has AVX-512F (checked above).
+        return unsafe { masks16_avx512(c) };
+    }
+    let (mut nz, mut one) = (0u32, 0u32);
+    for (j, v) in c.iter().enumerate() {
+        nz |= u32::from(*v != 0.0) << j;
+        one |= u32::from(*v == 1.0) << j;
+    }
+    (nz as u16, one as u16)
+}
+
+/// [`masks16`] with AVX-512 compares into mask registers (`!=` unordered, true for NaN, as
+/// Rust's; `==` ordered).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn masks16_avx512(c: &[f32; 16]) -> (u16, u16) {
+    use std::arch::x86_64::{
+        _mm512_cmp_ps_mask, _mm512_loadu_ps, _mm512_set1_ps, _mm512_setzero_ps, _CMP_EQ_OQ, _CMP_NEQ_UQ,
+    };
+    // SAFETY: `c` holds 16 values to load.
+    let v = unsafe { _mm512_loadu_ps(c.as_ptr()) };
+    (
+        _mm512_cmp_ps_mask::<_CMP_NEQ_UQ>(v, _mm512_setzero_ps()),
+        _mm512_cmp_ps_mask::<_CMP_EQ_OQ>(v, _mm512_set1_ps(1.0)),
+    )
+}
+
 /// Packs `x` into bit masks (bit `j` of word `w` is `x[16 w + j] != 0`) if every value is 0 or 1;
 /// false (and `bits` unusable) otherwise. Two halves across the threads when large.
 fn pack_bits(x: &[f32], bits: &mut [u16]) -> bool {
@@ -333,15 +363,6 @@ fn pack_bits(x: &[f32], bits: &mut [u16]) -> bool {
         par::wide(
             #[inline(always)]
             || {
-                #[inline(always)]
-                fn masks(c: &[f32]) -> (u16, u16) {
-                    let (mut nz, mut one) = (0u32, 0u32);
-                    for (j, v) in c.iter().enumerate() {
-                        nz |= u32::from(*v != 0.0) << j;
-                        one |= u32::from(*v == 1.0) << j;
-                    }
-                    (nz as u16, one as u16)
-                }
                 let mut ok = true;
                 let chunks = x.chunks_exact(16);
                 let tail = chunks.remainder();
@@ -349,12 +370,14 @@ fn pack_bits(x: &[f32], bits: &mut [u16]) -> bool {
                 for (c, b) in chunks.zip(&mut words) {
                     // A fixed 16 lanes: one vector compare per mask.
                     let c: &[f32; 16] = c.try_into().expect("16 values");
-                    let (nz, one) = masks(c);
+                    let (nz, one) = masks16(c);
                     *b = nz;
                     ok &= nz == one;
                 }
                 if let (false, Some(b)) = (tail.is_empty(), words.next()) {
-                    let (nz, one) = masks(tail);
+                    let mut c = [0.0; 16];
+                    c[..tail.len()].copy_from_slice(tail);
+                    let (nz, one) = masks16(&c);
                     *b = nz;
                     ok &= nz == one;
                 }
@@ -1261,13 +1284,10 @@ impl Layer for Dense {
                 add_rows(out, n_out, &e, w, ev_rows);
                 input
             }
-            Signal::Dense(x) if small(rows, n_in, n_out) && subsets.fits(n_in, n_out) && subsets.pack(x) => {
-                // Few inputs and outputs, spikes in: each row looks its sum up.
+            Signal::Dense(x) if small(rows, n_in, n_out) && subsets.fits(n_in, n_out) => {
+                // Few inputs and outputs: a row of spikes looks its sum up.
                 subsets.update(w, bias, n_in, n_out);
-                by_width!(
-                    n_out,
-                    subset_forward_wide(out, &subsets.bits, &subsets.sums, n_in, n_out)
-                );
+                by_width!(n_out, subset_forward_wide(out, x, w, &subsets.sums, n_in, n_out));
                 input
             }
             Signal::Dense(x) if small(rows, n_in, n_out) => {
@@ -1514,29 +1534,31 @@ mod tests {
                 let mut b = init.clone();
                 by_width!(n_out, small_forward_wide(&mut b, &x, &w, n_in, n_out));
                 assert!(same(&a, &b), "forward {n_in} x {n_out}");
-                // Forward of 0/1 inputs from subset sums; the bias with a -0.0 among its
-                // values. Other values are refused.
+                // Forward from subset sums: rows of 0s, 1s and -0s, every fourth with other
+                // values; the bias with a -0.0 among its values.
                 let bias: Vec<f32> = (0..n_out).map(|k| val(k * 2 + 5)).collect();
-                let xb: Vec<f32> = (0..rows * n_in).map(|k| ((k * 7) % 5 % 2) as f32).collect();
+                let xb: Vec<f32> = (0..rows * n_in)
+                    .map(|k| match (k / n_in % 4, (k * 7) % 5) {
+                        (3, _) => val(k),
+                        (_, 0 | 3) => 1.0,
+                        (_, 1) => -0.0,
+                        _ => 0.0,
+                    })
+                    .collect();
                 let mut sums = SubsetSums::default();
                 for round in 0..2 {
                     // The second round rebuilds the sums for other weights.
                     let w: Vec<f32> = w.iter().map(|v| v * (1 + round) as f32).collect();
                     let mut a: Vec<f32> = bias.iter().copied().cycle().take(rows * n_out).collect();
                     small_forward::<0>(&mut a, &xb, &w, n_in, n_out);
-                    assert!(sums.pack(&xb));
                     sums.update(&w, Some(&bias), n_in, n_out);
-                    let mut b = vec![7.0; rows * n_out];
+                    let mut b: Vec<f32> = bias.iter().copied().cycle().take(rows * n_out).collect();
                     by_width!(
                         n_out,
-                        subset_forward_wide(&mut b, &sums.bits, &sums.sums, n_in, n_out)
+                        subset_forward_wide(&mut b, &xb, &w, &sums.sums, n_in, n_out)
                     );
                     assert!(same(&a, &b), "subset forward {n_in} x {n_out}");
-                    let mut c = vec![7.0; rows * n_out];
-                    subset_forward::<0>(&mut c, &sums.bits, &sums.sums, n_in, n_out);
-                    assert!(same(&a, &c), "subset forward {n_in} x {n_out}, generic");
                 }
-                assert!(!sums.pack(&x) || x.iter().all(|v| *v == 0.0 || *v == 1.0));
                 // Weight gradient: the transpose accumulated from 0, then folded in.
                 let g0: Vec<f32> = (0..n_in * n_out).map(|k| val(k * 13 + 3)).collect();
                 let mut t = vec![0.0f32; n_out * n_in];
