@@ -1064,7 +1064,7 @@ impl Layer for Dense {
     fn look_ahead(&mut self, steps: usize, input: &[f32]) {
         let (n_in, n_out) = (self.num_in, self.num_out);
         self.ahead.steps = 0;
-        if steps < 2 || n_in == 0 || input.len() % (steps * n_in) != 0 {
+        if steps < 2 || n_in == 0 || !input.len().is_multiple_of(steps * n_in) {
             return;
         }
         let step_len = input.len() / steps;
