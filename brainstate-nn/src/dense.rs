@@ -1469,9 +1469,12 @@ mod tests {
             &expected[1]
         ));
         assert_eq!(d.ahead.steps, 0);
-        // A reset drops them too.
+        // A reset drops them too, and so does announcing nothing.
         d.look_ahead(2, &x[..2 * len]);
         d.reset(rows);
+        assert_eq!(d.ahead.steps, 0);
+        d.look_ahead(2, &x[..2 * len]);
+        d.look_ahead(0, &[]);
         assert_eq!(d.ahead.steps, 0);
         // Inputs sparse enough for events, small products and ragged lengths are not computed ahead.
         let mut sparse = vec![0.0f32; 2 * len];

@@ -71,8 +71,9 @@ pub trait Layer: Stateful {
     /// step's input and its parameters may compute those steps now (a [`crate::Dense`] layer: one
     /// product of `steps` times the rows, which packs `W` once instead of once a step); the later
     /// steps given exactly these slices then return the stored values, bit for bit what they
-    /// would have computed. Parameters must not change before those steps. The default does
-    /// nothing; containers pass the call to their first layer.
+    /// would have computed. Parameters must not change before those steps; `look_ahead(0, &[])`
+    /// drops announced steps not yet run. The default does nothing; containers pass the call to
+    /// their first layer.
     fn look_ahead(&mut self, steps: usize, input: &[f32]) {
         let _ = (steps, input);
     }

@@ -197,21 +197,30 @@ impl Bptt {
         } else {
             (1024 / b.max(1)).clamp(1, 8)
         };
-        for t in 0..t_len {
-            if ahead > 1 && t % ahead == 0 {
-                let steps = ahead.min(t_len - t);
-                model.look_ahead(steps, x.dense_steps(t, t + steps));
+        let outs = &mut self.outs;
+        let mut run = || -> Result<()> {
+            for t in 0..t_len {
+                if ahead > 1 && t % ahead == 0 {
+                    let steps = ahead.min(t_len - t);
+                    model.look_ahead(steps, x.dense_steps(t, t + steps));
+                }
+                let y = model.step(dt, x.signal(t), rec)?;
+                if y.len() != b * n_out {
+                    let found = y.len() / n_out.max(1);
+                    return Err(NnError::BatchSize {
+                        layer: model.name().to_string(),
+                        expected: b,
+                        found,
+                    });
+                }
+                outs[t * b * n_out..(t + 1) * b * n_out].copy_from_slice(y);
             }
-            let y = model.step(dt, x.signal(t), rec)?;
-            if y.len() != b * n_out {
-                let found = y.len() / n_out.max(1);
-                return Err(NnError::BatchSize {
-                    layer: model.name().to_string(),
-                    expected: b,
-                    found,
-                });
-            }
-            self.outs[t * b * n_out..(t + 1) * b * n_out].copy_from_slice(y);
+            Ok(())
+        };
+        if let Err(e) = run() {
+            // Steps announced and not run must not be taken later, by steps of other weights.
+            model.look_ahead(0, &[]);
+            return Err(e);
         }
         self.logits.clear();
         self.logits.resize(b * n_out, f32::NEG_INFINITY);
