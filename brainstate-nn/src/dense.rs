@@ -566,6 +566,36 @@ pub struct Dense {
     /// The row of each event, for the flat event loops.
     ev_rows: Vec<u32>,
     subsets: SubsetSums,
+    ahead: Ahead,
+}
+
+/// Outputs of steps computed in advance by [`Layer::look_ahead`].
+#[derive(Default)]
+struct Ahead {
+    /// `steps` outputs of `rows * num_out` values.
+    out: Vec<f32>,
+    steps: usize,
+    /// The next stored step, and the address and length its input must have.
+    next: usize,
+    next_src: usize,
+    step_len: usize,
+}
+
+impl Ahead {
+    /// The stored output of a step with input `x`, if it is the next announced one (compared by
+    /// address and length); anything else drops the stored steps.
+    fn take(&mut self, x: &[f32]) -> Option<&[f32]> {
+        if self.next < self.steps && x.as_ptr() as usize == self.next_src && x.len() == self.step_len {
+            let n = self.out.len() / self.steps;
+            let k = self.next;
+            self.next += 1;
+            self.next_src += std::mem::size_of_val(x);
+            Some(&self.out[k * n..(k + 1) * n])
+        } else {
+            self.steps = 0;
+            None
+        }
+    }
 }
 
 impl Dense {
@@ -634,6 +664,7 @@ impl Dense {
             num_out,
             mode,
             out: Vec::new(),
+            ahead: Ahead::default(),
             scan: Events::default(),
             tape: DenseTape::default(),
             grad_w: vec![0.0; if training { num_in * num_out } else { 0 }],
@@ -748,6 +779,22 @@ fn b_of<'a>(
     Ok(s)
 }
 
+/// Sets every row of `out` (rows of `n_out`) to the bias, or to zero without one; in two halves
+/// of the rows when large.
+fn init_rows(out: &mut [f32], bias: Option<&[f32]>, n_out: usize) {
+    let init = |o: &mut [f32]| match bias {
+        Some(b) => by_width!(n_out, fill_rows(o, b)),
+        None => o.fill(0.0),
+    };
+    let rows = out.len() / n_out.max(1);
+    if rows >= 2 && par::worth(out.len()) {
+        let (o0, o1) = out.split_at_mut(rows / 2 * n_out);
+        par::join(|| init(o0), || init(o1));
+    } else {
+        init(out);
+    }
+}
+
 /// `out[b, :] += val * w[i, :]` for every event `(b, i, val)`; large outputs in two halves of the
 /// rows across the worker threads, sparse events in one flat pass ([`sparse_flat`], with
 /// `ev_rows` as scratch).
@@ -772,7 +819,7 @@ fn add_rows(out: &mut [f32], n_out: usize, e: &EventsRef<'_>, w: &[f32], ev_rows
         );
     } else if sparse_flat(e, n_out) {
         event_rows(e, ev_rows);
-        by_width!(n_out, add_rows_flat_wide(out, n_out, e, ev_rows, w));
+        by_width!(n_out, add_flat_wide(out, n_out, e, ev_rows, w, true));
     } else {
         add_rows_part(out, n_out, e, w);
     }
@@ -861,7 +908,7 @@ fn add_outer(gw: &mut [f32], n_out: usize, e: &EventsRef<'_>, d: &[f32], ev_rows
         );
     } else if sparse_flat(e, n_out) {
         event_rows(e, ev_rows);
-        by_width!(n_out, add_outer_flat_wide(gw, n_out, e, ev_rows, d));
+        by_width!(n_out, add_flat_wide(gw, n_out, e, ev_rows, d, false));
     } else {
         add_outer_part(gw, 0, n_out, e, d);
     }
@@ -943,7 +990,7 @@ fn add_outer_loop(gw: &mut [f32], lo: usize, n_out: usize, e: &EventsRef<'_>, d:
 }
 
 /// True when the events of narrow rows (`n_out <= 16`) go through one flat pass over the events
-/// ([`add_rows_flat`], [`add_outer_flat`]) instead of a loop per row: at most two events per row
+/// ([`add_flat`]) instead of a loop per row: at most two events per row
 /// on average, where the per-row loops' trip counts (0, 1, 2, ... events) defeat the branch
 /// predictor.
 fn sparse_flat(e: &EventsRef<'_>, n_out: usize) -> bool {
@@ -968,103 +1015,55 @@ fn event_rows(e: &EventsRef<'_>, rows: &mut Vec<u32>) {
     }
 }
 
-fn add_rows_flat_wide<const N: usize>(
-    out: &mut [f32],
+/// [`add_flat`] into `dst` from `src` (`n_out` values a row; `N = 0`: the per-row loops):
+/// output rows from weight rows when `into_rows`, else gradient rows from `d` rows.
+fn add_flat_wide<const N: usize>(
+    dst: &mut [f32],
     n_out: usize,
     e: &EventsRef<'_>,
     rows: &[u32],
-    w: &[f32],
+    src: &[f32],
+    into_rows: bool,
 ) {
     par::wide(
         #[inline(always)]
-        || add_rows_flat::<N>(out, n_out, e, rows, w),
+        || match (N, into_rows, e.val) {
+            (0, true, _) => add_rows_loop(dst, n_out, e, src),
+            (0, false, _) => add_outer_loop(dst, 0, n_out, e, src),
+            (_, true, None) => add_flat::<N, true>(dst, src, e, rows, |_| 1.0),
+            (_, true, Some(v)) => add_flat::<N, true>(dst, src, e, rows, |k| v[k]),
+            (_, false, None) => add_flat::<N, false>(dst, src, e, rows, |_| 1.0),
+            (_, false, Some(v)) => add_flat::<N, false>(dst, src, e, rows, |k| v[k]),
+        },
     )
 }
 
-/// [`add_rows_loop`] as one pass over the events, `rows` from [`event_rows`]: each event adds its
-/// row of `w` to its output row (`N` values, 0: `n_out` at run time) in memory. Each output row
-/// takes its events in the same order, so the values are the same.
+/// One pass over the events of `e` (`rows` from [`event_rows`]), rows of `N > 0` values:
+/// `dst[b, :] += val * src[i, :]` for each event `(b, i, val)` when `INTO_ROWS` (the forward
+/// [`add_rows_loop`]), else `dst[i, :] += val * src[b, :]` (the weight gradient
+/// [`add_outer_loop`]); `scale(k)` is the value of event `k` (1 for binary events: `1 * x` is
+/// `x`, the plain add of the loops). Each destination row takes its events
+/// in the loops' order, so the values are theirs.
 #[inline(always)]
-fn add_rows_flat<const N: usize>(out: &mut [f32], n_out: usize, e: &EventsRef<'_>, rows: &[u32], w: &[f32]) {
-    if N == 0 {
-        return add_rows_loop(out, n_out, e, w);
-    }
-    let (lo, hi) = (e.row_ptr[0], e.row_ptr[e.rows()]);
-    let row = |a: &[f32], i: usize| -> [f32; N] { a[i * N..(i + 1) * N].try_into().expect("N values") };
-    let evs = e.idx[lo..hi].iter().zip(&rows[..hi - lo]);
-    match e.val {
-        None => {
-            for (&i, &b) in evs {
-                let wr = row(w, i as usize);
-                let o: &mut [f32; N] = (&mut out[b as usize * N..(b as usize + 1) * N])
-                    .try_into()
-                    .expect("N values");
-                for j in 0..N {
-                    o[j] += wr[j];
-                }
-            }
-        }
-        Some(v) => {
-            for ((&i, &b), &s) in evs.zip(&v[lo..hi]) {
-                let wr = row(w, i as usize);
-                let o: &mut [f32; N] = (&mut out[b as usize * N..(b as usize + 1) * N])
-                    .try_into()
-                    .expect("N values");
-                for j in 0..N {
-                    o[j] += s * wr[j];
-                }
-            }
-        }
-    }
-}
-
-fn add_outer_flat_wide<const N: usize>(
-    gw: &mut [f32],
-    n_out: usize,
+fn add_flat<const N: usize, const INTO_ROWS: bool>(
+    dst: &mut [f32],
+    src: &[f32],
     e: &EventsRef<'_>,
     rows: &[u32],
-    d: &[f32],
+    scale: impl Fn(usize) -> f32,
 ) {
-    par::wide(
-        #[inline(always)]
-        || add_outer_flat::<N>(gw, n_out, e, rows, d),
-    )
-}
-
-/// [`add_outer_loop`] over all inputs as one pass over the events, `rows` from [`event_rows`]:
-/// each event adds its row of `d` to its input's gradient row (`N` values, 0: `n_out` at run
-/// time), in the same order as the loop, so the values are the same.
-#[inline(always)]
-fn add_outer_flat<const N: usize>(gw: &mut [f32], n_out: usize, e: &EventsRef<'_>, rows: &[u32], d: &[f32]) {
-    if N == 0 {
-        return add_outer_loop(gw, 0, n_out, e, d);
-    }
     let (lo, hi) = (e.row_ptr[0], e.row_ptr[e.rows()]);
-    let row = |a: &[f32], b: u32| -> [f32; N] {
-        let b = b as usize;
-        a[b * N..(b + 1) * N].try_into().expect("N values")
-    };
-    let evs = e.idx[lo..hi].iter().zip(&rows[..hi - lo]);
-    match e.val {
-        None => {
-            for (&i, &b) in evs {
-                let dr = row(d, b);
-                let i = i as usize;
-                let g: &mut [f32; N] = (&mut gw[i * N..(i + 1) * N]).try_into().expect("N values");
-                for j in 0..N {
-                    g[j] += dr[j];
-                }
-            }
-        }
-        Some(v) => {
-            for ((&i, &b), &s) in evs.zip(&v[lo..hi]) {
-                let dr = row(d, b);
-                let i = i as usize;
-                let g: &mut [f32; N] = (&mut gw[i * N..(i + 1) * N]).try_into().expect("N values");
-                for j in 0..N {
-                    g[j] += s * dr[j];
-                }
-            }
+    for (k, (&i, &b)) in (lo..hi).zip(e.idx[lo..hi].iter().zip(&rows[..hi - lo])) {
+        let (r, q) = if INTO_ROWS {
+            (b as usize, i as usize)
+        } else {
+            (i as usize, b as usize)
+        };
+        let sr: [f32; N] = src[q * N..(q + 1) * N].try_into().expect("N values");
+        let o: &mut [f32; N] = (&mut dst[r * N..(r + 1) * N]).try_into().expect("N values");
+        let s = scale(k);
+        for j in 0..N {
+            o[j] += s * sr[j];
         }
     }
 }
@@ -1244,6 +1243,7 @@ impl Layer for Dense {
     }
     fn reset(&mut self, batch_size: usize) {
         self.mode = self.mode.with_batch_size(batch_size);
+        self.ahead.steps = 0;
     }
 
     fn step(&mut self, _dt: f32, input: Signal<'_>, record: Record) -> Result<&[f32]> {
@@ -1260,24 +1260,27 @@ impl Layer for Dense {
             tape,
             ev_rows,
             subsets,
+            ahead,
             ..
         } = self;
         let (n_in, n_out) = (*num_in, *num_out);
         let rows = check_input(&input, n_in, None, || label_of(name, "Dense"))?;
+        match input {
+            Signal::Dense(x) => {
+                if let Some(y) = ahead.take(x) {
+                    if record == Record::Tape {
+                        tape.push(&input);
+                    }
+                    return Ok(y);
+                }
+            }
+            Signal::Events(_) => ahead.steps = 0,
+        }
         if out.len() != rows * n_out {
             out.resize(rows * n_out, 0.0);
         }
         let bias = b_of(b, fixed_b, name, n_out)?;
-        let init = |o: &mut [f32]| match bias {
-            Some(b) => by_width!(n_out, fill_rows(o, b)),
-            None => o.fill(0.0),
-        };
-        if rows >= 2 && par::worth(out.len()) {
-            let (o0, o1) = out.split_at_mut(rows / 2 * n_out);
-            par::join(|| init(o0), || init(o1));
-        } else {
-            init(out);
-        }
+        init_rows(out, bias, n_out);
         let w = w_of(w, fixed_w, name, n_in, n_out)?;
         let sig = match input {
             Signal::Events(e) => {
@@ -1316,6 +1319,47 @@ impl Layer for Dense {
 
     fn begin_tape(&mut self, _num_steps: usize) {
         self.tape.clear();
+    }
+
+    fn look_ahead(&mut self, steps: usize, input: &[f32]) {
+        let (n_in, n_out) = (self.num_in, self.num_out);
+        self.ahead.steps = 0;
+        if steps < 2 || n_in == 0 || !input.len().is_multiple_of(steps * n_in) {
+            return;
+        }
+        let step_len = input.len() / steps;
+        let rows = step_len / n_in;
+        // Only steps that would take the matrix product: not small, not sparse enough for events.
+        if small(rows, n_in, n_out)
+            || input
+                .chunks_exact(step_len)
+                .any(|x| self.scan.collect(x, n_in, max_events(rows, n_in, n_out)))
+        {
+            return;
+        }
+        let Dense {
+            name,
+            w,
+            b,
+            fixed_w,
+            fixed_b,
+            ahead,
+            ..
+        } = self;
+        // Errors are left to the steps, which report them.
+        let (Ok(w), Ok(bias)) = (w_of(w, fixed_w, name, n_in, n_out), b_of(b, fixed_b, name, n_out)) else {
+            return;
+        };
+        ahead.out.resize(steps * rows * n_out, 0.0);
+        init_rows(&mut ahead.out, bias, n_out);
+        let xv = ArrayView2::from_shape((steps * rows, n_in), input).expect("checked shape");
+        let wv = ArrayView2::from_shape((n_in, n_out), w).expect("checked shape");
+        let mut ov = ArrayViewMut2::from_shape((steps * rows, n_out), &mut ahead.out[..]).expect("shape");
+        par::gemm(1.0, &xv, &wv, 1.0, &mut ov);
+        ahead.steps = steps;
+        ahead.next = 0;
+        ahead.next_src = input.as_ptr() as usize;
+        ahead.step_len = step_len;
     }
 
     fn begin_backward(&mut self) {
@@ -1626,7 +1670,7 @@ mod tests {
                         .collect();
                     assert_eq!(rows_of[..idx.len()], want[..]);
                     let mut b = init.clone();
-                    by_width!(n_out, add_rows_flat_wide(&mut b, n_out, &e, &rows_of, &w));
+                    by_width!(n_out, add_flat_wide(&mut b, n_out, &e, &rows_of, &w, true));
                     assert!(same(&a, &b), "flat rows {n_in} x {n_out}");
                     let g0: Vec<f32> = (0..n_in * n_out).map(|k| val(k * 17 + 5)).collect();
                     let mut a = g0.clone();
@@ -1635,7 +1679,7 @@ mod tests {
                     add_outer_part(&mut b, 0, n_out, &e, &d);
                     assert!(same(&a, &b), "outer {n_in} x {n_out}");
                     let mut b = g0;
-                    by_width!(n_out, add_outer_flat_wide(&mut b, n_out, &e, &rows_of, &d));
+                    by_width!(n_out, add_flat_wide(&mut b, n_out, &e, &rows_of, &d, false));
                     assert!(same(&a, &b), "flat outer {n_in} x {n_out}");
                 }
             }
@@ -1678,6 +1722,68 @@ mod tests {
                 .zip(&grouped)
                 .all(|(a, b)| a.to_bits() == b.to_bits()));
         }
+    }
+
+    #[test]
+    fn steps_announced_ahead_have_the_bits_of_single_steps() {
+        let (t_len, rows, n_in, n_out) = (6, 8, 40, 48);
+        let w = Array2::from_shape_fn((n_in, n_out), |(i, j)| ((i * 7 + j * 3) % 11) as f32 * 0.05 - 0.2);
+        let b = Array1::from_shape_fn(n_out, |j| j as f32 * 0.01);
+        let x: Vec<f32> = (0..t_len * rows * n_in)
+            .map(|k| ((k * 37) % 17) as f32 * 0.1 + 0.05)
+            .collect();
+        let mode = Mode::Training { batch_size: rows };
+        let len = rows * n_in;
+        let mut single = Dense::try_from_arrays(w.clone(), Some(b.clone()), mode).unwrap();
+        let expected: Vec<Vec<f32>> = x
+            .chunks_exact(len)
+            .map(|s| single.step(1.0, Signal::Dense(s), Record::Off).unwrap().to_vec())
+            .collect();
+        let same = |a: &[f32], b: &[f32]| {
+            a.len() == b.len() && a.iter().zip(b).all(|(a, b)| a.to_bits() == b.to_bits())
+        };
+        let mut d = Dense::try_from_arrays(w, Some(b), mode).unwrap();
+        // Four announced steps come from the stored product; the two after them are computed.
+        d.look_ahead(4, &x[..4 * len]);
+        assert_eq!(d.ahead.steps, 4);
+        for (k, s) in x.chunks_exact(len).enumerate() {
+            let y = d.step(1.0, Signal::Dense(s), Record::Off).unwrap();
+            assert!(same(y, &expected[k]), "step {k}");
+            assert_eq!(d.ahead.next, (k + 1).min(4));
+        }
+        assert_eq!(d.ahead.steps, 0, "an unannounced step drops the rest");
+        // The same values at another address are not the announced step: computed afresh.
+        d.look_ahead(2, &x[..2 * len]);
+        let copy = x[..len].to_vec();
+        assert!(same(
+            d.step(1.0, Signal::Dense(&copy), Record::Off).unwrap(),
+            &expected[0]
+        ));
+        assert_eq!((d.ahead.steps, d.ahead.next), (0, 0));
+        // Steps out of order drop the stored ones.
+        d.look_ahead(2, &x[..2 * len]);
+        assert!(same(
+            d.step(1.0, Signal::Dense(&x[len..2 * len]), Record::Off).unwrap(),
+            &expected[1]
+        ));
+        assert_eq!(d.ahead.steps, 0);
+        // A reset drops them too, and so does announcing nothing.
+        d.look_ahead(2, &x[..2 * len]);
+        d.reset(rows);
+        assert_eq!(d.ahead.steps, 0);
+        d.look_ahead(2, &x[..2 * len]);
+        d.look_ahead(0, &[]);
+        assert_eq!(d.ahead.steps, 0);
+        // Inputs sparse enough for events, small products and ragged lengths are not computed ahead.
+        let mut sparse = vec![0.0f32; 2 * len];
+        sparse.iter_mut().step_by(n_in).for_each(|v| *v = 1.0);
+        d.look_ahead(2, &sparse);
+        assert_eq!(d.ahead.steps, 0);
+        d.look_ahead(2, &x[..2 * len - 1]);
+        assert_eq!(d.ahead.steps, 0);
+        let mut tiny = Dense::try_from_arrays(Array2::ones((4, 3)), None, mode).unwrap();
+        tiny.look_ahead(2, &x[..2 * rows * 4]);
+        assert_eq!(tiny.ahead.steps, 0);
     }
 
     #[test]

@@ -227,14 +227,16 @@ impl Lif {
         };
         out.resize(vp.len(), 0.0);
         let v_th = self.params.v_th;
-        crate::par::wide(
-            #[inline(always)]
-            || {
-                out.iter_mut()
-                    .zip(vp)
-                    .for_each(|(s, &v)| *s = if v >= v_th { 1.0 } else { 0.0 })
-            },
-        );
+        crate::par::zip2(out, vp, |out, vp| {
+            crate::par::wide(
+                #[inline(always)]
+                || {
+                    out.iter_mut()
+                        .zip(vp)
+                        .for_each(|(s, &v)| *s = if v >= v_th { 1.0 } else { 0.0 })
+                },
+            )
+        });
         true
     }
 }
