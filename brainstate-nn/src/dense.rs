@@ -5,7 +5,7 @@ use crate::init::Init;
 use crate::layer::{check_input, f32_ref, label_of, Layer, ParamVisitor, Record};
 use crate::mode::Mode;
 use crate::par;
-use crate::signal::{Events, EventsRef, Signal};
+use crate::signal::{masks16, Events, EventsRef, Signal};
 use brainstate_core::{NodeName, Variable};
 use ndarray::{Array1, Array2, ArrayView2, ArrayViewMut2};
 
@@ -320,40 +320,6 @@ enum TapeStep {
     Bits {
         start: usize,
     },
-}
-
-/// Bit masks of 16 values: bit `j` of the first is `c[j] != 0`, of the second `c[j] == 1` (one
-/// vector compare each with AVX-512).
-#[inline(always)]
-fn masks16(c: &[f32; 16]) -> (u16, u16) {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx512f") {
-        // SAFETY: the CPU has AVX-512F (checked above).
-        return unsafe { masks16_avx512(c) };
-    }
-    let (mut nz, mut one) = (0u32, 0u32);
-    for (j, v) in c.iter().enumerate() {
-        nz |= u32::from(*v != 0.0) << j;
-        one |= u32::from(*v == 1.0) << j;
-    }
-    (nz as u16, one as u16)
-}
-
-/// [`masks16`] with AVX-512 compares into mask registers (`!=` unordered, true for NaN, as
-/// Rust's; `==` ordered).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-#[inline]
-unsafe fn masks16_avx512(c: &[f32; 16]) -> (u16, u16) {
-    use std::arch::x86_64::{
-        _mm512_cmp_ps_mask, _mm512_loadu_ps, _mm512_set1_ps, _mm512_setzero_ps, _CMP_EQ_OQ, _CMP_NEQ_UQ,
-    };
-    // SAFETY: `c` holds 16 values to load.
-    let v = unsafe { _mm512_loadu_ps(c.as_ptr()) };
-    (
-        _mm512_cmp_ps_mask::<_CMP_NEQ_UQ>(v, _mm512_setzero_ps()),
-        _mm512_cmp_ps_mask::<_CMP_EQ_OQ>(v, _mm512_set1_ps(1.0)),
-    )
 }
 
 /// Packs `x` into bit masks (bit `j` of word `w` is `x[16 w + j] != 0`) if every value is 0 or 1;

@@ -162,10 +162,7 @@ impl Events {
             for chunk in &mut chunks {
                 // A fixed 16 lanes: one vector compare into a mask.
                 let chunk: &[f32; 16] = chunk.try_into().expect("16 values");
-                let mut mask = 0u32;
-                for (j, v) in chunk.iter().enumerate() {
-                    mask |= u32::from(*v != 0.0) << j;
-                }
+                let mut mask = u32::from(masks16(chunk).0);
                 if mask != 0 {
                     if self.idx.len() + mask.count_ones() as usize > max_nnz {
                         return false;
@@ -205,4 +202,38 @@ impl Events {
             cols: self.cols,
         }
     }
+}
+
+/// Bit masks of 16 values: bit `j` of the first is `c[j] != 0`, of the second `c[j] == 1` (one
+/// vector compare each with AVX-512).
+#[inline(always)]
+pub(crate) fn masks16(c: &[f32; 16]) -> (u16, u16) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU has AVX-512F (checked above).
+        return unsafe { masks16_avx512(c) };
+    }
+    let (mut nz, mut one) = (0u32, 0u32);
+    for (j, v) in c.iter().enumerate() {
+        nz |= u32::from(*v != 0.0) << j;
+        one |= u32::from(*v == 1.0) << j;
+    }
+    (nz as u16, one as u16)
+}
+
+/// [`masks16`] with AVX-512 compares into mask registers (`!=` unordered, true for NaN, as
+/// Rust's; `==` ordered).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn masks16_avx512(c: &[f32; 16]) -> (u16, u16) {
+    use std::arch::x86_64::{
+        _mm512_cmp_ps_mask, _mm512_loadu_ps, _mm512_set1_ps, _mm512_setzero_ps, _CMP_EQ_OQ, _CMP_NEQ_UQ,
+    };
+    // SAFETY: `c` holds 16 values to load.
+    let v = unsafe { _mm512_loadu_ps(c.as_ptr()) };
+    (
+        _mm512_cmp_ps_mask::<_CMP_NEQ_UQ>(v, _mm512_setzero_ps()),
+        _mm512_cmp_ps_mask::<_CMP_EQ_OQ>(v, _mm512_set1_ps(1.0)),
+    )
 }
