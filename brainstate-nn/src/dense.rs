@@ -846,10 +846,46 @@ fn add_rows_fixed<const N: usize>(out: &mut [f32], e: &EventsRef<'_>, w: &[f32])
 
 #[inline(always)]
 fn add_rows_loop(out: &mut [f32], n_out: usize, e: &EventsRef<'_>, w: &[f32]) {
-    for (b, o) in out.chunks_exact_mut(n_out).enumerate().take(e.rows()) {
+    const B: usize = OUTER_BLOCK;
+    let rows = e.rows().min(out.len() / n_out.max(1));
+    // Wide outputs in blocks of B columns: a row's block stays in registers over its events and
+    // the block of W (n_in x B) stays in cache over all rows, instead of a whole row of W from
+    // memory per event. Each output takes its events in the same order: the same values.
+    let mut c0 = 0;
+    while n_out >= 2 * B && c0 + B <= n_out {
+        for b in 0..rows {
+            let (lo, hi) = (e.row_ptr[b], e.row_ptr[b + 1]);
+            if lo == hi {
+                continue;
+            }
+            let at = b * n_out + c0;
+            let o: &mut [f32; B] = (&mut out[at..at + B]).try_into().expect("block");
+            let mut acc = *o;
+            let block = |i: u32| -> &[f32; B] {
+                let at = i as usize * n_out + c0;
+                w[at..at + B].try_into().expect("block")
+            };
+            match e.val {
+                None => {
+                    for &i in &e.idx[lo..hi] {
+                        acc.iter_mut().zip(block(i)).for_each(|(a, w)| *a += w);
+                    }
+                }
+                Some(v) => {
+                    for (&i, &s) in e.idx[lo..hi].iter().zip(&v[lo..hi]) {
+                        acc.iter_mut().zip(block(i)).for_each(|(a, w)| *a += s * w);
+                    }
+                }
+            }
+            *o = acc;
+        }
+        c0 += B;
+    }
+    for (b, o) in out.chunks_exact_mut(n_out).enumerate().take(rows) {
+        let o = &mut o[c0..];
         for k in e.row_ptr[b]..e.row_ptr[b + 1] {
             let i = e.idx[k] as usize;
-            let wr = &w[i * n_out..(i + 1) * n_out];
+            let wr = &w[i * n_out + c0..(i + 1) * n_out];
             match e.val {
                 None => o.iter_mut().zip(wr).for_each(|(o, w)| *o += w),
                 Some(v) => {
@@ -1750,6 +1786,53 @@ mod tests {
         let mut tiny = Dense::try_from_arrays(Array2::ones((4, 3)), None, mode).unwrap();
         tiny.look_ahead(2, &x[..2 * rows * 4]);
         assert_eq!(tiny.ahead.steps, 0);
+    }
+
+    #[test]
+    fn wide_event_rows_in_column_blocks_have_the_bits_of_a_row_at_a_time() {
+        let (rows, n_in, n_out) = (9, 23, 300);
+        let mut row_ptr = vec![0];
+        let (mut idx, mut val) = (Vec::new(), Vec::new());
+        for b in 0..rows {
+            for i in 0..n_in {
+                // Row 4 stays silent.
+                if b != 4 && (b * 13 + i * 5) % 6 == 0 {
+                    idx.push(i as u32);
+                    val.push(((b + 2 * i) % 7) as f32 * 0.25 - 0.8);
+                }
+            }
+            row_ptr.push(idx.len());
+        }
+        let w: Vec<f32> = (0..n_in * n_out)
+            .map(|k| ((k * 7919) % 103) as f32 / 103.0 - 0.5)
+            .collect();
+        let init: Vec<f32> = (0..rows * n_out).map(|k| (k % 11) as f32 * 0.01).collect();
+        for valued in [false, true] {
+            let e = EventsRef {
+                row_ptr: &row_ptr,
+                idx: &idx,
+                val: valued.then_some(&val[..]),
+                cols: n_in,
+            };
+            // A row at a time, each event adding its whole row of W.
+            let mut plain = init.clone();
+            for (b, o) in plain.chunks_exact_mut(n_out).enumerate() {
+                for k in row_ptr[b]..row_ptr[b + 1] {
+                    let wr = &w[idx[k] as usize * n_out..][..n_out];
+                    let s = e.val.map(|v| v[k]);
+                    o.iter_mut()
+                        .zip(wr)
+                        .for_each(|(o, w)| *o += s.map_or(*w, |s| s * w));
+                }
+            }
+            let mut blocked = init.clone();
+            add_rows_part(&mut blocked, n_out, &e, &w);
+            assert!(plain
+                .iter()
+                .zip(&blocked)
+                .all(|(a, b)| a.to_bits() == b.to_bits()));
+            assert_ne!(plain, init);
+        }
     }
 
     #[test]
