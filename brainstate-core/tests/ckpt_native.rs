@@ -626,6 +626,41 @@ fn two_thread_decode_matches_one_thread() {
 }
 
 #[test]
+fn two_thread_direct_decode_matches_one_thread() {
+    // Enough tensors (600) for the second thread of the direct decode, too few bytes for the
+    // split: with and without it, a valid file gives the same tree and a damaged one (a bit
+    // flipped anywhere: header, tree, entries, payloads, trailer) the same error.
+    let mut groups = brainstate_core::IndexMap::new();
+    for i in 0..600usize {
+        let x = match i % 5 {
+            0 => Pytree::Scalar(Tensor::scalar(i as f64)),
+            1 => Pytree::Tensor(tensor(DType::Bool, &[i % 3 + 1], (i % 2) as u8)),
+            2 => Pytree::Tensor(tensor(DType::I16, &[2, i % 4 + 1], i as u8)),
+            _ => Pytree::Tensor(tensor(DType::F32, &[i % 9 + 1], i as u8)),
+        };
+        let group = groups
+            .entry(format!("g{}", i / 50))
+            .or_insert_with(|| Pytree::List(Vec::new()));
+        if let Pytree::List(l) = group {
+            l.push(x);
+        }
+    }
+    let t = Pytree::Map(groups);
+    let bytes = encode(&t).unwrap();
+    assert!(same(&native::decode_threads(&bytes, 2).unwrap(), &t));
+    for bit in (0..bytes.len() * 8).step_by(397) {
+        let mut b = bytes.clone();
+        b[bit / 8] ^= 1 << (bit % 8);
+        let one = native::decode_threads(&b, 1);
+        let two = native::decode_threads(&b, 2);
+        match (&one, &two) {
+            (Err(x), Err(y)) => assert_eq!(x, y, "bit {bit}"),
+            _ => panic!("bit {bit}: one thread {one:?}, two {two:?}"),
+        }
+    }
+}
+
+#[test]
 fn unused_simple_values_and_stray_breaks_are_syntax_errors() {
     // In the tree (the direct tree parser) and in an unknown header key (the generic one):
     // simple(16), undefined (0xf7) and a stray break (0xff), each a typed error naming it.

@@ -8,7 +8,7 @@
 use super::error::{FormatError, Item};
 use crate::dtype::DType;
 use crate::pytree::Pytree;
-use crate::tensor::{checked_nbytes, Tensor};
+use crate::tensor::{checked_nbytes, Tensor, TensorLayout};
 use ciborium_ll::{Decoder, Encoder, Header};
 use indexmap::IndexMap;
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -2252,29 +2252,9 @@ mod direct {
         Some(p)
     }
 
-    /// Payloads of at least this many tensors have their CRC32Cs computed by a second thread
-    /// (when allowed) while the first copies them and parses the tree.
-    const CRC_THREAD_MIN_TENSORS: usize = 512;
-
-    /// Whether every payload's CRC32C is the stored one, and the header's and trailer's hold.
-    fn crcs_ok(bytes: &[u8], entries: &[Entry], data_base: u64, header_len: u64, datalen: u64) -> bool {
-        let base = data_base as usize;
-        let payload = |e: &Entry| &bytes[base + e.off as usize..base + (e.off + e.len) as usize];
-        let hcrc = crc32c::crc32c(&bytes[..header_len as usize]);
-        let trailer_at = (data_base + datalen) as usize;
-        check_trailer(
-            &bytes[trailer_at..],
-            trailer_at as u64,
-            entries.len(),
-            datalen,
-            hcrc,
-        )
-        .is_ok()
-            && entries.chunks(3).all(|g| {
-                let crcs = group_crcs(g, payload);
-                g.iter().zip(crcs).all(|(e, c)| e.crc32c == c)
-            })
-    }
+    /// Files of at least this many tensors are decoded by two threads when allowed: the second
+    /// checks the CRC32Cs and builds the tensors while the first parses the tree.
+    const TWO_THREADS_MIN_TENSORS: usize = 512;
 
     pub(super) fn decode(bytes: &[u8], threads: usize) -> Option<Pytree> {
         let file_len = bytes.len() as u64;
@@ -2304,41 +2284,48 @@ mod direct {
         let mut expect = Vec::new();
         push_padding(&mut expect, (data_base - header_len) as usize);
         check_bytes(bytes, header_len as usize, &expect, 0).ok()?;
-        let build = |t: &mut Parser<'_>, crc: bool| -> Option<Pytree> {
-            let mut tensors = payloads_crc(bytes, &entries, &dims, data_base, 0..count, crc).ok()?;
-            let mut refs = Refs::new();
-            refs.tensors = Some(&mut tensors);
-            let tree = t.tree(1, &mut refs).ok()?;
-            if refs.bad || t.pos() != tree_end || tensors.iter().any(Option::is_some) {
-                return None;
-            }
-            Some(tree)
-        };
-        if threads > 1 && count >= CRC_THREAD_MIN_TENSORS {
-            let (ok, tree) = std::thread::scope(|s| {
-                let ok = s.spawn(|| crcs_ok(bytes, &entries, data_base, header_len, datalen));
-                let tree = build(&mut t, false);
-                (ok.join().unwrap_or_else(|e| std::panic::resume_unwind(e)), tree)
+        if threads > 1 && count >= TWO_THREADS_MIN_TENSORS {
+            // The second thread checks the header's and the payloads' CRC32Cs and builds the
+            // tensors while this one parses the tree (with placeholders, filled in after).
+            let (tensors, skel) = std::thread::scope(|s| {
+                let second = s.spawn(|| {
+                    let hcrc = crc32c::crc32c(&bytes[..header_len as usize]);
+                    let trailer_at = (data_base + datalen) as usize;
+                    check_trailer(&bytes[trailer_at..], trailer_at as u64, count, datalen, hcrc).ok()?;
+                    payloads(bytes, &entries, &dims, data_base, 0..count).ok()
+                });
+                let mut refs = Refs::new();
+                let skel = t.tree(1, &mut refs).ok().filter(|_| t.pos() == tree_end);
+                let skel = skel.map(|tree| Skeleton {
+                    tree,
+                    refs: refs.list,
+                });
+                (
+                    second.join().unwrap_or_else(|e| std::panic::resume_unwind(e)),
+                    skel,
+                )
             });
-            return tree.filter(|_| ok);
+            let (mut tensors, skel) = (tensors?, skel?);
+            return assemble(skel, count, &mut |i| {
+                tensors[i].take().ok_or(FormatError::BadTensorRef {
+                    offset: 0,
+                    index: i as u64,
+                })
+            })
+            .ok();
         }
         let hcrc = crc32c::crc32c(&bytes[..header_len as usize]);
         let trailer_at = (data_base + datalen) as usize;
         check_trailer(&bytes[trailer_at..], trailer_at as u64, count, datalen, hcrc).ok()?;
-        build(&mut t, true)
+        let mut tensors = payloads(bytes, &entries, &dims, data_base, 0..count).ok()?;
+        let mut refs = Refs::new();
+        refs.tensors = Some(&mut tensors);
+        let tree = t.tree(1, &mut refs).ok()?;
+        if refs.bad || t.pos() != tree_end || tensors.iter().any(Option::is_some) {
+            return None;
+        }
+        Some(tree)
     }
-}
-
-/// Checks the padding, payload head and CRC32C of the tensors in `range` and copies each into
-/// a new tensor while its bytes are in cache; stops at the first error.
-fn payloads(
-    bytes: &[u8],
-    entries: &[Entry],
-    dims: &[usize],
-    data_base: u64,
-    range: std::ops::Range<usize>,
-) -> Result<Vec<Option<Tensor>>, FormatError> {
-    payloads_crc(bytes, entries, dims, data_base, range, true)
 }
 
 /// The CRC32Cs of a group of up to three payloads (see [`crc32c_x3`]).
@@ -2355,14 +2342,14 @@ fn group_crcs<'b>(group: &[Entry], payload: impl Fn(&Entry) -> &'b [u8]) -> [u32
     }
 }
 
-/// [`payloads`], with the CRC32Cs checked only if `crc` (else the caller checks them).
-fn payloads_crc(
+/// Checks the padding, payload head and CRC32C of the tensors in `range` and copies each into
+/// a new tensor while its bytes are in cache; stops at the first error.
+fn payloads(
     bytes: &[u8],
     entries: &[Entry],
     dims: &[usize],
     data_base: u64,
     range: std::ops::Range<usize>,
-    crc: bool,
 ) -> Result<Vec<Option<Tensor>>, FormatError> {
     let base = data_base as usize;
     let mut expect = Vec::with_capacity(128);
@@ -2374,19 +2361,12 @@ fn payloads_crc(
     // parse_raw checked every payload lies inside the file.
     let payload = |e: &Entry| &bytes[base + e.off as usize..base + (e.off + e.len) as usize];
     let mut last = None;
+    let mut layout: Option<TensorLayout> = None;
     let mut first = range.start;
     while first < range.end {
         // CRCs three at a time (see crc32c_x3), then each tensor in order.
         let group = &entries[first..range.end.min(first + 3)];
-        let crcs = if crc {
-            group_crcs(group, payload)
-        } else {
-            let mut v = [0; 3];
-            for (v, e) in v.iter_mut().zip(group) {
-                *v = e.crc32c;
-            }
-            v
-        };
+        let crcs = group_crcs(group, payload);
         for (j, (e, &crc)) in group.iter().zip(&crcs).enumerate() {
             let index = first + j;
             // The expected padding and head depend only on the gap, dtype and length: rebuilt
@@ -2409,13 +2389,16 @@ fn payloads_crc(
                 });
             }
             let shape = &dims[e.dims_at..e.dims_at + e.ndim];
-            let t =
-                Tensor::from_le_bytes(e.dtype, shape, payload(e)).map_err(|source| FormatError::Tensor {
-                    index,
-                    offset: pos as u64,
-                    source: Box::new(source),
-                })?;
-            out.push(Some(t));
+            let tensor_err = |source| FormatError::Tensor {
+                index,
+                offset: pos as u64,
+                source: Box::new(source),
+            };
+            let layout = match &layout {
+                Some(l) if l.is(e.dtype, shape) => l,
+                _ => layout.insert(TensorLayout::new(e.dtype, shape).map_err(tensor_err)?),
+            };
+            out.push(Some(layout.from_le_bytes(payload(e)).map_err(tensor_err)?));
             cur = e.off + e.len;
         }
         first += group.len();
