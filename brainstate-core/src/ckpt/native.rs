@@ -2169,7 +2169,7 @@ pub fn decode_threads(bytes: &[u8], threads: usize) -> Result<Pytree, FormatErro
     let file_len = bytes.len() as u64;
     let split = threads > 1 && file_len >= SPLIT_MIN_BYTES;
     if !split {
-        if let Some(t) = direct::decode(bytes, threads) {
+        if let Some(t) = direct::decode(bytes) {
             return Ok(t);
         }
     }
@@ -2252,11 +2252,7 @@ mod direct {
         Some(p)
     }
 
-    /// Files of at least this many tensors are decoded by two threads when allowed: the second
-    /// checks the CRC32Cs and builds the tensors while the first parses the tree.
-    const TWO_THREADS_MIN_TENSORS: usize = 512;
-
-    pub(super) fn decode(bytes: &[u8], threads: usize) -> Option<Pytree> {
+    pub(super) fn decode(bytes: &[u8]) -> Option<Pytree> {
         let file_len = bytes.len() as u64;
         let mut t = at_tree(bytes)?;
         let mut p = t.clone();
@@ -2284,36 +2280,6 @@ mod direct {
         let mut expect = Vec::new();
         push_padding(&mut expect, (data_base - header_len) as usize);
         check_bytes(bytes, header_len as usize, &expect, 0).ok()?;
-        if threads > 1 && count >= TWO_THREADS_MIN_TENSORS {
-            // The second thread checks the header's and the payloads' CRC32Cs and builds the
-            // tensors while this one parses the tree (with placeholders, filled in after).
-            let (tensors, skel) = std::thread::scope(|s| {
-                let second = s.spawn(|| {
-                    let hcrc = crc32c::crc32c(&bytes[..header_len as usize]);
-                    let trailer_at = (data_base + datalen) as usize;
-                    check_trailer(&bytes[trailer_at..], trailer_at as u64, count, datalen, hcrc).ok()?;
-                    payloads(bytes, &entries, &dims, data_base, 0..count).ok()
-                });
-                let mut refs = Refs::new();
-                let skel = t.tree(1, &mut refs).ok().filter(|_| t.pos() == tree_end);
-                let skel = skel.map(|tree| Skeleton {
-                    tree,
-                    refs: refs.list,
-                });
-                (
-                    second.join().unwrap_or_else(|e| std::panic::resume_unwind(e)),
-                    skel,
-                )
-            });
-            let (mut tensors, skel) = (tensors?, skel?);
-            return assemble(skel, count, &mut |i| {
-                tensors[i].take().ok_or(FormatError::BadTensorRef {
-                    offset: 0,
-                    index: i as u64,
-                })
-            })
-            .ok();
-        }
         let hcrc = crc32c::crc32c(&bytes[..header_len as usize]);
         let trailer_at = (data_base + datalen) as usize;
         check_trailer(&bytes[trailer_at..], trailer_at as u64, count, datalen, hcrc).ok()?;
@@ -2518,20 +2484,16 @@ mod tests {
         let meta = Pytree::map().with("step", Pytree::Int(7));
         for m in [None, Some(&meta)] {
             let bytes = super::Plan::new(&tree, m, super::DEFAULT_ALIGN).unwrap().to_vec();
-            for threads in [1, 2] {
-                let t = super::direct::decode(&bytes, threads).expect("direct path");
-                assert!(t == tree);
-                // A flipped payload byte (the CRC thread's check), header byte or trailer byte
-                // makes it give up.
-                let (h, _) =
-                    super::read_header(&mut std::io::Cursor::new(&bytes), bytes.len() as u64).unwrap();
-                let last = h.tensors.len() - 1;
-                let payload = (h.data_base + h.tensors[last].off) as usize;
-                for at in [payload, 20, bytes.len() - 2] {
-                    let mut b = bytes.clone();
-                    b[at] ^= 1;
-                    assert!(super::direct::decode(&b, threads).is_none(), "{at}");
-                }
+            let t = super::direct::decode(&bytes).expect("direct path");
+            assert!(t == tree);
+            // A flipped payload byte, header byte or trailer byte makes it give up.
+            let (h, _) = super::read_header(&mut std::io::Cursor::new(&bytes), bytes.len() as u64).unwrap();
+            let last = h.tensors.len() - 1;
+            let payload = (h.data_base + h.tensors[last].off) as usize;
+            for at in [payload, 20, bytes.len() - 2] {
+                let mut b = bytes.clone();
+                b[at] ^= 1;
+                assert!(super::direct::decode(&b).is_none(), "{at}");
             }
         }
     }
