@@ -1273,7 +1273,7 @@ impl<'a> Parser<'a> {
     /// One tensor entry written exactly as the writer does (five keys in canonical order, short
     /// dtype and shape heads), or `None` with the position unchanged: the general path then
     /// parses the entry and reports any error. Accepts nothing the general path refuses.
-    #[inline]
+    #[inline(always)]
     fn tensor_entry_fast(&mut self, dims: &mut Vec<usize>) -> Option<Entry> {
         let start = self.pos;
         let ndims = dims.len();
@@ -1285,29 +1285,50 @@ impl<'a> Parser<'a> {
         e
     }
 
+    #[inline(always)]
     fn tensor_entry_fast_inner(&mut self, dims: &mut Vec<usize>) -> Option<Entry> {
-        if *self.bytes.get(self.pos)? != 0xa5 {
+        // Parsed from a local slice and index, with fixed-width big-endian reads: the position
+        // is written back once, at the end.
+        let s = self.bytes.get(self.pos..)?;
+        if s.get(..5)? != b"\xa5\x63len" {
             return None;
         }
-        self.pos += 1;
-        self.fast_lit(b"\x63len")?;
-        let len = self.fast_uint()?;
-        self.fast_lit(b"\x63off")?;
-        let off = self.fast_uint()?;
-        self.fast_lit(b"\x65dtype")?;
-        let n = self.fast_short_head(3)?;
-        let raw = self.bytes.get(self.pos..self.pos + n)?;
-        let dtype = dtype_from_bytes(raw)?;
-        self.pos += n;
-        self.fast_lit(b"\x65shape")?;
+        let mut i = 5;
+        let len = uint_at(s, &mut i)?;
+        if s.get(i..i + 4)? != b"\x63off" {
+            return None;
+        }
+        i += 4;
+        let off = uint_at(s, &mut i)?;
+        if s.get(i..i + 6)? != b"\x65dtype" {
+            return None;
+        }
+        let n = match *s.get(i + 6)? {
+            b @ 0x60..=0x77 => (b & 0x1f) as usize,
+            _ => return None,
+        };
+        i += 7;
+        let dtype = dtype_from_bytes(s.get(i..i + n)?)?;
+        i += n;
+        if s.get(i..i + 6)? != b"\x65shape" {
+            return None;
+        }
         // At most 23 axes here (a one-byte head), below MAX_NDIM.
-        let nd = self.fast_short_head(4)?;
+        let nd = match *s.get(i + 6)? {
+            b @ 0x80..=0x97 => (b & 0x1f) as usize,
+            _ => return None,
+        };
+        i += 7;
         let dims_at = dims.len();
         for _ in 0..nd {
-            dims.push(usize::try_from(self.fast_uint()?).ok()?);
+            dims.push(usize::try_from(uint_at(s, &mut i)?).ok()?);
         }
-        self.fast_lit(b"\x66crc32c")?;
-        let crc32c = u32::try_from(self.fast_uint()?).ok()?;
+        if s.get(i..i + 7)? != b"\x66crc32c" {
+            return None;
+        }
+        i += 7;
+        let crc32c = u32::try_from(uint_at(s, &mut i)?).ok()?;
+        self.pos += i;
         Some(Entry {
             dtype,
             dims_at,
@@ -1316,46 +1337,6 @@ impl<'a> Parser<'a> {
             len,
             crc32c,
         })
-    }
-
-    /// Consumes `lit` if the input continues with exactly these bytes.
-    #[inline(always)]
-    fn fast_lit<const N: usize>(&mut self, lit: &[u8; N]) -> Option<()> {
-        let got: &[u8; N] = self.bytes.get(self.pos..self.pos + N)?.try_into().ok()?;
-        if got == lit {
-            self.pos += N;
-            Some(())
-        } else {
-            None
-        }
-    }
-
-    /// An unsigned int (major type 0).
-    #[inline(always)]
-    fn fast_uint(&mut self) -> Option<u64> {
-        let b = *self.bytes.get(self.pos)?;
-        let w = match b {
-            0..=23 => {
-                self.pos += 1;
-                return Some(b as u64);
-            }
-            24..=27 => 1usize << (b - 24),
-            _ => return None,
-        };
-        let arg = self.bytes.get(self.pos + 1..self.pos + 1 + w)?;
-        self.pos += 1 + w;
-        Some(arg.iter().fold(0u64, |acc, &x| (acc << 8) | x as u64))
-    }
-
-    /// A one-byte head of major type `major` (argument below 24).
-    #[inline(always)]
-    fn fast_short_head(&mut self, major: u8) -> Option<usize> {
-        let b = *self.bytes.get(self.pos)?;
-        if b >> 5 != major || b & 0x1f >= 24 {
-            return None;
-        }
-        self.pos += 1;
-        Some((b & 0x1f) as usize)
     }
 
     /// One tensor entry, parsed without building generic values; its shape is appended to `dims`.
@@ -1439,6 +1420,28 @@ impl<'a> Parser<'a> {
             })?,
         })
     }
+}
+
+/// The unsigned int (major type 0, any argument width) at `s[*i..]`, advancing `i` past it.
+#[inline(always)]
+fn uint_at(s: &[u8], i: &mut usize) -> Option<u64> {
+    let at = *i;
+    let (v, w) = match *s.get(at)? {
+        b @ 0..=23 => (b as u64, 1),
+        24 => (*s.get(at + 1)? as u64, 2),
+        25 => (
+            u16::from_be_bytes(s.get(at + 1..at + 3)?.try_into().ok()?) as u64,
+            3,
+        ),
+        26 => (
+            u32::from_be_bytes(s.get(at + 1..at + 5)?.try_into().ok()?) as u64,
+            5,
+        ),
+        27 => (u64::from_be_bytes(s.get(at + 1..at + 9)?.try_into().ok()?), 9),
+        _ => return None,
+    };
+    *i = at + w;
+    Some(v)
 }
 
 /// [`DType::from_name`] on the name's bytes, as one match.
@@ -2270,7 +2273,11 @@ mod direct {
         let mut entries = Vec::with_capacity(cap);
         let mut dims = Vec::with_capacity(cap * 2);
         for index in 0..count {
-            entries.push(p.tensor_entry(index, &mut dims).ok()?);
+            let e = match p.tensor_entry_fast(&mut dims) {
+                Some(e) => e,
+                None => p.tensor_entry(index, &mut dims).ok()?,
+            };
+            entries.push(e);
         }
         let header_len = 3 + p.pos() as u64;
         if !(8..=65536).contains(&align) || !align.is_power_of_two() {
