@@ -631,7 +631,7 @@ fn many_small_tensors_decode_and_any_damage_is_one_error() {
     // decode, whatever the threads allowed, gives the same tree from a valid file and, from a
     // damaged one (a bit flipped anywhere: header, tree, entries, payloads, trailer), the same
     // error as the general decode.
-    let mut groups = brainstate_core::IndexMap::new();
+    let mut groups = brainstate_core::PytreeMap::default();
     for i in 0..600usize {
         let x = match i % 5 {
             0 => Pytree::Scalar(Tensor::scalar(i as f64)),

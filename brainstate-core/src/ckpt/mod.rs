@@ -432,7 +432,7 @@ fn restrict_to_target(path: &Path, tree: Pytree, target: &Pytree) -> Result<Pytr
         let shown = if at.is_empty() { "/" } else { at };
         match (t, target) {
             (Pytree::Map(mut m), Pytree::Map(tm)) => {
-                let mut out = crate::IndexMap::new();
+                let mut out = crate::PytreeMap::default();
                 for (k, tv) in tm {
                     match m.shift_remove(k) {
                         Some(v) => {

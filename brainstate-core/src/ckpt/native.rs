@@ -7,10 +7,9 @@
 
 use super::error::{FormatError, Item};
 use crate::dtype::DType;
-use crate::pytree::Pytree;
+use crate::pytree::{Pytree, PytreeMap};
 use crate::tensor::{checked_nbytes, Tensor, TensorLayout};
 use ciborium_ll::{Decoder, Encoder, Header};
-use indexmap::IndexMap;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 
 /// The magic: tag 55799 (self-described CBOR), `d9 d9 f7`.
@@ -529,12 +528,13 @@ pub(crate) fn crc32c_x3(a: &[u8], b: &[u8], c: &[u8]) -> [u32; 3] {
         // SAFETY: the CPU supports SSE 4.2 (checked just above).
         let (raw, k) = unsafe { crc_x3_sse42(a, b, c) };
         // `raw` is the un-inverted state after `k` bytes; crc32c_append continues from the
-        // finished (inverted) CRC of those bytes.
-        return [
-            crc32c::crc32c_append(!raw[0], &a[k..]),
-            crc32c::crc32c_append(!raw[1], &b[k..]),
-            crc32c::crc32c_append(!raw[2], &c[k..]),
-        ];
+        // finished (inverted) CRC of those bytes (skipped when nothing is left, the usual
+        // case for payloads of equal lengths that are multiples of 8).
+        let rest = |raw: u32, s: &[u8]| match &s[k..] {
+            [] => !raw,
+            tail => crc32c::crc32c_append(!raw, tail),
+        };
+        return [rest(raw[0], a), rest(raw[1], b), rest(raw[2], c)];
     }
     [crc32c::crc32c(a), crc32c::crc32c(b), crc32c::crc32c(c)]
 }
@@ -547,13 +547,15 @@ fn crc_x3_sse42(a: &[u8], b: &[u8], c: &[u8]) -> ([u32; 3], usize) {
     use std::arch::x86_64::_mm_crc32_u64;
     let k = a.len().min(b.len()).min(c.len()) / 8 * 8;
     let (mut x, mut y, mut z) = (u32::MAX as u64, u32::MAX as u64, u32::MAX as u64);
-    let word = |s: &[u8], i: usize| u64::from_le_bytes(s[i..i + 8].try_into().expect("8 bytes"));
-    let mut i = 0;
-    while i < k {
-        x = _mm_crc32_u64(x, word(a, i));
-        y = _mm_crc32_u64(y, word(b, i));
-        z = _mm_crc32_u64(z, word(c, i));
-        i += 8;
+    fn words(s: &[u8], k: usize) -> impl Iterator<Item = u64> + '_ {
+        s[..k]
+            .chunks_exact(8)
+            .map(|w| u64::from_le_bytes(w.try_into().expect("8 bytes")))
+    }
+    for ((wa, wb), wc) in words(a, k).zip(words(b, k)).zip(words(c, k)) {
+        x = _mm_crc32_u64(x, wa);
+        y = _mm_crc32_u64(y, wb);
+        z = _mm_crc32_u64(z, wc);
     }
     ([x as u32, y as u32, z as u32], k)
 }
@@ -1210,7 +1212,8 @@ impl<'a> Parser<'a> {
             }
             Header::Map(Some(n)) => {
                 nested()?;
-                let mut m = IndexMap::with_capacity(n.min(self.remaining() / 2).min(TREE_PREALLOC_CAP));
+                let cap = n.min(self.remaining() / 2).min(TREE_PREALLOC_CAP);
+                let mut m = PytreeMap::with_capacity_and_hasher(cap, Default::default());
                 for _ in 0..n {
                     let kat = self.at();
                     let key = self.key_fast()?;
@@ -1888,7 +1891,7 @@ fn build_tree(
     let at = 0;
     Ok(match v {
         Val::Map(m) => {
-            let mut out = IndexMap::with_capacity(m.len());
+            let mut out = PytreeMap::with_capacity_and_hasher(m.len(), Default::default());
             for (k, v) in m {
                 out.insert(k, build_tree(v, tensor)?);
             }
