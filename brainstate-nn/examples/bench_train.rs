@@ -89,17 +89,59 @@ struct Run {
     loss1: f32,
     cpu: f64,
     fingerprint: u64,
+    /// Best sgemm rate (GFLOP/s) of the reference trials run between the epochs.
+    sgemm: f64,
 }
 
-fn train(c: &Case, epochs: usize) -> Run {
+/// One-thread sgemm rate (GFLOP/s) of a 1024 x 1024 x 1024 product through matrixmultiply, as
+/// `shared/anchors/machine_limits.sh` measures it (that script keeps the best of 15 trials).
+fn sgemm_1024() -> f64 {
+    let n = 1024;
+    let (a, b) = (vec![0.5f32; n * n], vec![0.25f32; n * n]);
+    let mut c = vec![0f32; n * n];
+    let t0 = Instant::now();
+    // SAFETY: a, b and c are n x n row-major buffers that live across the call.
+    unsafe {
+        matrixmultiply::sgemm(
+            n,
+            n,
+            n,
+            1.0,
+            a.as_ptr(),
+            n as isize,
+            1,
+            b.as_ptr(),
+            n as isize,
+            1,
+            0.0,
+            c.as_mut_ptr(),
+            n as isize,
+            1,
+        )
+    };
+    2.0 * (n as f64).powi(3) / t0.elapsed().as_secs_f64() / 1e9
+}
+
+/// Trains `epochs` epochs of case `c`; with `reference`, three sgemm trials run before each
+/// epoch (outside its time and CPU count), so the matrix rate can be set against the sgemm rate
+/// of the same minutes on this shared machine.
+fn train(c: &Case, epochs: usize, reference: bool) -> Run {
     let (mut net, mut opt, x, y) = setup(c, 0);
     let mut trainer = Bptt::new(1.0);
     let mut times = Vec::new();
     let mut losses = Vec::new();
     let mut cpu0 = 0.0;
+    let mut cpu_ref = 0.0;
+    let mut sgemm = 0.0f64;
     for e in 0..epochs {
+        if reference {
+            let c0 = cpu_s();
+            sgemm = (0..3).map(|_| sgemm_1024()).fold(sgemm, f64::max);
+            cpu_ref += cpu_s() - c0;
+        }
         if e == 1 {
             cpu0 = cpu_s();
+            cpu_ref = 0.0;
         }
         let t0 = Instant::now();
         let l = trainer
@@ -108,7 +150,7 @@ fn train(c: &Case, epochs: usize) -> Run {
         times.push(t0.elapsed().as_secs_f64());
         losses.push(l);
     }
-    let cpu = (cpu_s() - cpu0) / (epochs - 1) as f64;
+    let cpu = (cpu_s() - cpu0 - cpu_ref) / (epochs - 1) as f64;
     Run {
         first: times[0],
         steady: median(times[1..].to_vec()),
@@ -117,6 +159,7 @@ fn train(c: &Case, epochs: usize) -> Run {
         loss1: *losses.last().unwrap(),
         cpu,
         fingerprint: fingerprint(&mut net),
+        sgemm,
     }
 }
 
@@ -191,7 +234,8 @@ fn main() {
             loss1: l1,
             cpu,
             fingerprint: fp,
-        } = train(c, e);
+            sgemm,
+        } = train(c, e, c.name == "big-dense");
         println!(
             "[{}] epochs {e}: first {first:.4} s, steady median {steady:.5} s, best {best:.5} s (CPU {cpu:.5} s \
              per epoch); loss {l0:.4} -> {l1:.4}; parameters {fp:016x}",
@@ -212,6 +256,23 @@ fn main() {
                 flops / 1e9,
                 flops / steady / 1e9
             );
+            if sgemm > 0.0 {
+                // The rate over the matrix work, median and best epoch, against the best
+                // reference sgemm trial of the same run.
+                let (med, top) = (flops / steady / 1e9, flops / best / 1e9);
+                println!(
+                    "[{}] matrix work {med:.1} GFLOP/s (best epoch {top:.1}); sgemm 1024 best of {} trials in \
+                     the same run {sgemm:.1} GFLOP/s: {:.0}% (best epoch {:.0}%)",
+                    c.name,
+                    3 * e,
+                    100.0 * med / sgemm,
+                    100.0 * top / sgemm
+                );
+                entry += &format!(
+                    ", \"sgemm1024_gflops\": {sgemm:.1}, \"matrix_vs_sgemm\": {:.3}",
+                    med / sgemm
+                );
+            }
         }
         summary.push(entry + "}");
     }

@@ -403,6 +403,36 @@ pub struct Dense {
     small_t: Vec<f32>,
     wt: Vec<f32>,
     by_input: ByInput,
+    ahead: Ahead,
+}
+
+/// Outputs of steps computed in advance by [`Layer::look_ahead`].
+#[derive(Default)]
+struct Ahead {
+    /// `steps` outputs of `rows * num_out` values.
+    out: Vec<f32>,
+    steps: usize,
+    /// The next stored step, and the address and length its input must have.
+    next: usize,
+    next_src: usize,
+    step_len: usize,
+}
+
+impl Ahead {
+    /// The stored output of a step with input `x`, if it is the next announced one (compared by
+    /// address and length); anything else drops the stored steps.
+    fn take(&mut self, x: &[f32]) -> Option<&[f32]> {
+        if self.next < self.steps && x.as_ptr() as usize == self.next_src && x.len() == self.step_len {
+            let n = self.out.len() / self.steps;
+            let k = self.next;
+            self.next += 1;
+            self.next_src += std::mem::size_of_val(x);
+            Some(&self.out[k * n..(k + 1) * n])
+        } else {
+            self.steps = 0;
+            None
+        }
+    }
 }
 
 impl Dense {
@@ -471,6 +501,7 @@ impl Dense {
             num_out,
             mode,
             out: Vec::new(),
+            ahead: Ahead::default(),
             scan: Events::default(),
             tape: DenseTape::default(),
             grad_w: vec![0.0; if training { num_in * num_out } else { 0 }],
@@ -581,6 +612,22 @@ fn b_of<'a>(
         }
     }
     Ok(s)
+}
+
+/// Sets every row of `out` (rows of `n_out`) to the bias, or to zero without one; in two halves
+/// of the rows when large.
+fn init_rows(out: &mut [f32], bias: Option<&[f32]>, n_out: usize) {
+    let init = |o: &mut [f32]| match bias {
+        Some(b) => o.chunks_exact_mut(n_out).for_each(|r| r.copy_from_slice(b)),
+        None => o.fill(0.0),
+    };
+    let rows = out.len() / n_out.max(1);
+    if rows >= 2 && par::worth(out.len()) {
+        let (o0, o1) = out.split_at_mut(rows / 2 * n_out);
+        par::join(|| init(o0), || init(o1));
+    } else {
+        init(out);
+    }
 }
 
 /// `out[b, :] += val * w[i, :]` for every event `(b, i, val)`; large outputs in two halves of the
@@ -945,6 +992,7 @@ impl Layer for Dense {
     }
     fn reset(&mut self, batch_size: usize) {
         self.mode = self.mode.with_batch_size(batch_size);
+        self.ahead.steps = 0;
     }
 
     fn step(&mut self, _dt: f32, input: Signal<'_>, record: Record) -> Result<&[f32]> {
@@ -959,24 +1007,26 @@ impl Layer for Dense {
             out,
             scan,
             tape,
+            ahead,
             ..
         } = self;
         let (n_in, n_out) = (*num_in, *num_out);
         let rows = check_input(&input, n_in, None, || label_of(name, "Dense"))?;
+        match input {
+            Signal::Dense(x) => {
+                if let Some(y) = ahead.take(x) {
+                    if record == Record::Tape {
+                        tape.push(&input);
+                    }
+                    return Ok(y);
+                }
+            }
+            Signal::Events(_) => ahead.steps = 0,
+        }
         if out.len() != rows * n_out {
             out.resize(rows * n_out, 0.0);
         }
-        let bias = b_of(b, fixed_b, name, n_out)?;
-        let init = |o: &mut [f32]| match bias {
-            Some(b) => o.chunks_exact_mut(n_out).for_each(|r| r.copy_from_slice(b)),
-            None => o.fill(0.0),
-        };
-        if rows >= 2 && par::worth(out.len()) {
-            let (o0, o1) = out.split_at_mut(rows / 2 * n_out);
-            par::join(|| init(o0), || init(o1));
-        } else {
-            init(out);
-        }
+        init_rows(out, b_of(b, fixed_b, name, n_out)?, n_out);
         let w = w_of(w, fixed_w, name, n_in, n_out)?;
         let sig = match input {
             Signal::Events(e) => {
@@ -1009,6 +1059,47 @@ impl Layer for Dense {
 
     fn begin_tape(&mut self, _num_steps: usize) {
         self.tape.clear();
+    }
+
+    fn look_ahead(&mut self, steps: usize, input: &[f32]) {
+        let (n_in, n_out) = (self.num_in, self.num_out);
+        self.ahead.steps = 0;
+        if steps < 2 || n_in == 0 || !input.len().is_multiple_of(steps * n_in) {
+            return;
+        }
+        let step_len = input.len() / steps;
+        let rows = step_len / n_in;
+        // Only steps that would take the matrix product: not small, not sparse enough for events.
+        if small(rows, n_in, n_out)
+            || input
+                .chunks_exact(step_len)
+                .any(|x| self.scan.collect(x, n_in, max_events(rows, n_in, n_out)))
+        {
+            return;
+        }
+        let Dense {
+            name,
+            w,
+            b,
+            fixed_w,
+            fixed_b,
+            ahead,
+            ..
+        } = self;
+        // Errors are left to the steps, which report them.
+        let (Ok(w), Ok(bias)) = (w_of(w, fixed_w, name, n_in, n_out), b_of(b, fixed_b, name, n_out)) else {
+            return;
+        };
+        ahead.out.resize(steps * rows * n_out, 0.0);
+        init_rows(&mut ahead.out, bias, n_out);
+        let xv = ArrayView2::from_shape((steps * rows, n_in), input).expect("checked shape");
+        let wv = ArrayView2::from_shape((n_in, n_out), w).expect("checked shape");
+        let mut ov = ArrayViewMut2::from_shape((steps * rows, n_out), &mut ahead.out[..]).expect("shape");
+        par::gemm(1.0, &xv, &wv, 1.0, &mut ov);
+        ahead.steps = steps;
+        ahead.next = 0;
+        ahead.next_src = input.as_ptr() as usize;
+        ahead.step_len = step_len;
     }
 
     fn begin_backward(&mut self) {
@@ -1333,6 +1424,68 @@ mod tests {
                 .zip(&grouped)
                 .all(|(a, b)| a.to_bits() == b.to_bits()));
         }
+    }
+
+    #[test]
+    fn steps_announced_ahead_have_the_bits_of_single_steps() {
+        let (t_len, rows, n_in, n_out) = (6, 8, 40, 48);
+        let w = Array2::from_shape_fn((n_in, n_out), |(i, j)| ((i * 7 + j * 3) % 11) as f32 * 0.05 - 0.2);
+        let b = Array1::from_shape_fn(n_out, |j| j as f32 * 0.01);
+        let x: Vec<f32> = (0..t_len * rows * n_in)
+            .map(|k| ((k * 37) % 17) as f32 * 0.1 + 0.05)
+            .collect();
+        let mode = Mode::Training { batch_size: rows };
+        let len = rows * n_in;
+        let mut single = Dense::try_from_arrays(w.clone(), Some(b.clone()), mode).unwrap();
+        let expected: Vec<Vec<f32>> = x
+            .chunks_exact(len)
+            .map(|s| single.step(1.0, Signal::Dense(s), Record::Off).unwrap().to_vec())
+            .collect();
+        let same = |a: &[f32], b: &[f32]| {
+            a.len() == b.len() && a.iter().zip(b).all(|(a, b)| a.to_bits() == b.to_bits())
+        };
+        let mut d = Dense::try_from_arrays(w, Some(b), mode).unwrap();
+        // Four announced steps come from the stored product; the two after them are computed.
+        d.look_ahead(4, &x[..4 * len]);
+        assert_eq!(d.ahead.steps, 4);
+        for (k, s) in x.chunks_exact(len).enumerate() {
+            let y = d.step(1.0, Signal::Dense(s), Record::Off).unwrap();
+            assert!(same(y, &expected[k]), "step {k}");
+            assert_eq!(d.ahead.next, (k + 1).min(4));
+        }
+        assert_eq!(d.ahead.steps, 0, "an unannounced step drops the rest");
+        // The same values at another address are not the announced step: computed afresh.
+        d.look_ahead(2, &x[..2 * len]);
+        let copy = x[..len].to_vec();
+        assert!(same(
+            d.step(1.0, Signal::Dense(&copy), Record::Off).unwrap(),
+            &expected[0]
+        ));
+        assert_eq!((d.ahead.steps, d.ahead.next), (0, 0));
+        // Steps out of order drop the stored ones.
+        d.look_ahead(2, &x[..2 * len]);
+        assert!(same(
+            d.step(1.0, Signal::Dense(&x[len..2 * len]), Record::Off).unwrap(),
+            &expected[1]
+        ));
+        assert_eq!(d.ahead.steps, 0);
+        // A reset drops them too, and so does announcing nothing.
+        d.look_ahead(2, &x[..2 * len]);
+        d.reset(rows);
+        assert_eq!(d.ahead.steps, 0);
+        d.look_ahead(2, &x[..2 * len]);
+        d.look_ahead(0, &[]);
+        assert_eq!(d.ahead.steps, 0);
+        // Inputs sparse enough for events, small products and ragged lengths are not computed ahead.
+        let mut sparse = vec![0.0f32; 2 * len];
+        sparse.iter_mut().step_by(n_in).for_each(|v| *v = 1.0);
+        d.look_ahead(2, &sparse);
+        assert_eq!(d.ahead.steps, 0);
+        d.look_ahead(2, &x[..2 * len - 1]);
+        assert_eq!(d.ahead.steps, 0);
+        let mut tiny = Dense::try_from_arrays(Array2::ones((4, 3)), None, mode).unwrap();
+        tiny.look_ahead(2, &x[..2 * rows * 4]);
+        assert_eq!(tiny.ahead.steps, 0);
     }
 
     #[test]

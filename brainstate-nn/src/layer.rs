@@ -66,6 +66,17 @@ pub trait Layer: Stateful {
     ) -> Result<&[f32]>;
     /// Visits each trainable variable with its node name, field key and accumulated gradient.
     fn visit_params(&mut self, f: &mut ParamVisitor<'_>);
+    /// Announces the dense inputs of the next `steps` calls of [`Layer::step`], one step after
+    /// another in `input` (`steps * batch * num_in` values). A layer whose output needs only the
+    /// step's input and its parameters may compute those steps now (a [`crate::Dense`] layer: one
+    /// product of `steps` times the rows, which packs `W` once instead of once a step); the later
+    /// steps given exactly these slices then return the stored values, bit for bit what they
+    /// would have computed. Parameters must not change before those steps; `look_ahead(0, &[])`
+    /// drops announced steps not yet run. The default does nothing; containers pass the call to
+    /// their first layer.
+    fn look_ahead(&mut self, steps: usize, input: &[f32]) {
+        let _ = (steps, input);
+    }
 }
 
 /// The callback of [`Layer::visit_params`]: `(node name, field key, variable, gradient)`.

@@ -80,7 +80,8 @@ pub(crate) fn zip2<A: Send, B: Send + Sync>(x: &mut [A], y: &[B], f: impl Fn(&mu
 
 /// `c = alpha a b + beta c`, split over halves of the columns of `b` and `c` (or, for narrow
 /// products, of the rows of `a` and `c`) when the product is large; each half is the same
-/// product for its part, so the values do not change.
+/// product for its part, so the values do not change. The split falls on a multiple of 16, the
+/// width of matrixmultiply's kernel tiles, so the halves differ by at most one tile.
 pub(crate) fn gemm(
     alpha: f32,
     a: &ArrayView2<'_, f32>,
@@ -93,7 +94,7 @@ pub(crate) fn gemm(
     if cfg!(feature = "openblas") || !worth(m * k * n / 64) {
         general_mat_mul(alpha, a, b, beta, c);
     } else if n >= 128 {
-        let at = (n / 2) & !31;
+        let at = (n / 2) & !15;
         let (b0, b1) = b.view().split_at(Axis(1), at);
         let (mut c0, mut c1) = c.view_mut().split_at(Axis(1), at);
         join(
@@ -101,7 +102,7 @@ pub(crate) fn gemm(
             || general_mat_mul(alpha, a, &b1, beta, &mut c1),
         );
     } else if m >= 128 {
-        let at = (m / 2) & !31;
+        let at = (m / 2) & !15;
         let (a0, a1) = a.view().split_at(Axis(0), at);
         let (mut c0, mut c1) = c.view_mut().split_at(Axis(0), at);
         join(

@@ -185,6 +185,11 @@ impl Layer for Sequential {
     fn visit_params(&mut self, f: &mut ParamVisitor<'_>) {
         self.children.iter_mut().for_each(|c| c.visit_params(f));
     }
+    fn look_ahead(&mut self, steps: usize, input: &[f32]) {
+        if let Some(first) = self.children.first_mut() {
+            first.look_ahead(steps, input);
+        }
+    }
 }
 
 /// Feeds values through layers with `>>`, as BrainPy's `x >> l1 >> l2`:
@@ -384,5 +389,8 @@ impl Layer for TutorialSnn {
     }
     fn visit_params(&mut self, f: &mut ParamVisitor<'_>) {
         self.parts().iter_mut().for_each(|l| l.visit_params(f));
+    }
+    fn look_ahead(&mut self, steps: usize, input: &[f32]) {
+        self.i2r.look_ahead(steps, input);
     }
 }

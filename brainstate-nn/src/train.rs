@@ -67,6 +67,15 @@ impl SpikeInput {
         })
     }
 
+    /// The dense values of steps `t0..t1`, one step after another (empty when sparse).
+    fn dense_steps(&self, t0: usize, t1: usize) -> &[f32] {
+        let (_, b, n) = self.x.dim();
+        match self.x.as_slice() {
+            Some(flat) if !self.sparse => &flat[t0 * b * n..t1 * b * n],
+            _ => &[],
+        }
+    }
+
     /// Number of time steps.
     pub fn num_steps(&self) -> usize {
         self.x.dim().0
@@ -181,17 +190,37 @@ impl Bptt {
             Record::Off
         };
         let dt = self.dt;
-        for t in 0..t_len {
-            let y = model.step(dt, x.signal(t), rec)?;
-            if y.len() != b * n_out {
-                let found = y.len() / n_out.max(1);
-                return Err(NnError::BatchSize {
-                    layer: model.name().to_string(),
-                    expected: b,
-                    found,
-                });
+        // Dense inputs are announced a few steps ahead, so the input layer's product covers
+        // about 1024 rows at a time (its weights are packed once for all of them).
+        let ahead = if x.is_sparse() {
+            1
+        } else {
+            (1024 / b.max(1)).clamp(1, 8)
+        };
+        let outs = &mut self.outs;
+        let mut run = || -> Result<()> {
+            for t in 0..t_len {
+                if ahead > 1 && t % ahead == 0 {
+                    let steps = ahead.min(t_len - t);
+                    model.look_ahead(steps, x.dense_steps(t, t + steps));
+                }
+                let y = model.step(dt, x.signal(t), rec)?;
+                if y.len() != b * n_out {
+                    let found = y.len() / n_out.max(1);
+                    return Err(NnError::BatchSize {
+                        layer: model.name().to_string(),
+                        expected: b,
+                        found,
+                    });
+                }
+                outs[t * b * n_out..(t + 1) * b * n_out].copy_from_slice(y);
             }
-            self.outs[t * b * n_out..(t + 1) * b * n_out].copy_from_slice(y);
+            Ok(())
+        };
+        if let Err(e) = run() {
+            // Steps announced and not run must not be taken later, by steps of other weights.
+            model.look_ahead(0, &[]);
+            return Err(e);
         }
         self.logits.clear();
         self.logits.resize(b * n_out, f32::NEG_INFINITY);

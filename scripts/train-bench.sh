@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Side-by-side training benchmark: brainstate-nn's bench_train example and BrainPy's
+# shared/anchors/bench_train.py, alternated for several rounds in one session, then the ratios
+# the speed goals are stated in, round by round:
+#   small   tutorial epoch, ours on one thread vs BrainPy            (goal >= 5x)
+#   dense   700->1000->20 epoch, both on two cores                   (goal >= 1.3x)
+#   sparse  the same network with 1% input, ours on two threads      (goal >= 5x)
+#   fwd     forward steps per second, ours on two threads            (goal >= 3x)
+#   sgemm   one-thread matrix rate over the epoch / sgemm 1024 trials run between its epochs
+#           (the measurement of shared/anchors/machine_limits.sh)    (goal >= 80%)
+#
+#   scripts/train-bench.sh [rounds (3)] [epochs (6)]
+#
+# Needs the BrainPy venv (bash ../shared/anchors/setup.sh). The machine is shared: compare the
+# ratios of one round, not absolute times across rounds.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROUNDS="${1:-3}"
+EPOCHS="${2:-6}"
+if [ -z "${ANCHORS:-}" ]; then
+  for d in ../shared/anchors ../../shared/anchors /work/shared/anchors; do
+    if [ -f "$d/bench_train.py" ]; then ANCHORS="$d"; break; fi
+  done
+fi
+PY="${ANCHOR_VENV:-$HOME/.cache/brainpy-anchor}/bin/python"
+cargo build --release -q -p brainstate-nn --example bench_train
+BIN=target/release/examples/bench_train
+LOG=$(mktemp "${TMPDIR:-/tmp}/train-bench.XXXXXX")
+trap 'rm -f "$LOG"' EXIT
+
+for r in $(seq 1 "$ROUNDS"); do
+  echo "== round $r, load $(cut -d' ' -f1-3 /proc/loadavg)"
+  MATMUL_NUM_THREADS=1 "$BIN" all "$EPOCHS" | tee /dev/stderr | sed -n "s/^SUMMARY /ours1 $r /p" >>"$LOG"
+  "$PY" "$ANCHORS/bench_train.py" --size both --repeats 1 --epochs $((EPOCHS + 2)) --fwd-repeats 5 \
+    | tee /dev/stderr | sed -n "s/^SUMMARY /brainpy $r /p" >>"$LOG"
+  MATMUL_NUM_THREADS=2 "$BIN" all "$EPOCHS" | tee /dev/stderr | sed -n "s/^SUMMARY /ours2 $r /p" >>"$LOG"
+done 2>&1 | grep -E '^== |^\[|steady epoch median' >&2
+
+python3 - "$LOG" <<'PY'
+import json, sys
+runs = {}
+for line in open(sys.argv[1]):
+    who, r, js = line.split(" ", 2)
+    runs.setdefault(int(r), {})[who] = json.loads(js)
+print("round  small(1t)  dense(2t)  sparse(2t)  fwd(2t)  matrix/sgemm(1t)")
+for r, x in sorted(runs.items()):
+    o1, o2, bp = x["ours1"], x["ours2"], x["brainpy"]
+    print(f"{r:5}  {bp['small']['epoch_s'] / o1['small']['epoch_s']:8.2f}x"
+          f"  {bp['big']['epoch_s'] / o2['big-dense']['epoch_s']:8.2f}x"
+          f"  {bp['big']['epoch_s'] / o2['big-sparse']['epoch_s']:9.2f}x"
+          f"  {o2['fwd']['steps_per_s'] / bp['big']['fwd_steps_per_s']:6.2f}x"
+          f"  {100 * o1['big-dense']['matrix_vs_sgemm']:14.0f}%"
+          f"   (BrainPy small {1e3 * bp['small']['epoch_s']:.1f} ms, big {bp['big']['epoch_s']:.3f} s;"
+          f" ours small {1e3 * o1['small']['epoch_s']:.2f} ms, dense {o2['big-dense']['epoch_s']:.3f} s)")
+PY
