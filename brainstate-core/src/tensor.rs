@@ -197,7 +197,7 @@ fn swap_units(bytes: &mut [u8], unit: usize) {
 }
 
 /// A dtype and shape checked once, for building many tensors of that shape from bytes
-/// ([`TensorLayout::from_le_bytes`]): the ndarray shape and strides are built once and cloned,
+/// ([`TensorLayout::tensor_from_le_bytes`]): the ndarray shape and strides are built once and cloned,
 /// which is cheaper than building them per tensor when a checkpoint holds thousands.
 #[derive(Clone, Debug)]
 pub(crate) struct TensorLayout {
@@ -238,7 +238,7 @@ impl TensorLayout {
 
     /// A tensor of this layout holding a copy of `bytes` (little-endian, row-major), as
     /// [`Tensor::from_le_bytes`] with this dtype and shape.
-    pub(crate) fn from_le_bytes(&self, bytes: &[u8]) -> Result<Tensor, TensorError> {
+    pub(crate) fn tensor_from_le_bytes(&self, bytes: &[u8]) -> Result<Tensor, TensorError> {
         #[cfg(target_endian = "little")]
         if self.dtype != DType::Bool && bytes.len() == self.nbytes {
             fn copy<T: Storable>(l: &TensorLayout, bytes: &[u8]) -> Tensor {
@@ -638,6 +638,41 @@ impl<T: Storable, D: ndarray::Dimension> From<ndarray::Array<T, D>> for Tensor {
 mod tests {
     use super::*;
     use ndarray::array;
+
+    #[test]
+    fn layout_built_tensors_equal_from_le_bytes() {
+        // 0-d, empty axes, 1-d, n-d and more axes than ndarray keeps inline; every dtype.
+        let shapes: [&[usize]; 7] = [&[], &[0], &[3], &[2, 0, 3], &[2, 3, 4], &[1, 2, 1, 3, 2], &[1]];
+        for d in DType::ALL {
+            for shape in shapes {
+                let l = TensorLayout::new(d, shape).unwrap();
+                assert!(l.is(d, shape));
+                assert!(!l.is(d, &[7, 7]));
+                let n = checked_nbytes(d, shape).unwrap();
+                let bytes: Vec<u8> = (0..n)
+                    .map(|i| if d == DType::Bool { (i % 2) as u8 } else { i as u8 })
+                    .collect();
+                let a = l.tensor_from_le_bytes(&bytes).unwrap();
+                let b = Tensor::from_le_bytes(d, shape, &bytes).unwrap();
+                assert!(a == b, "{d} {shape:?}");
+                assert_eq!(a.shape(), shape);
+                assert_eq!(a.le_bytes(), b.le_bytes());
+                let strides = dispatch!(&a.data.0, x => x.strides().to_vec());
+                let want = dispatch!(&b.data.0, x => x.strides().to_vec());
+                assert_eq!(strides, want, "{d} {shape:?}");
+                // A wrong length is the same error as from_le_bytes gives.
+                assert_eq!(
+                    l.tensor_from_le_bytes(&bytes[..n.saturating_sub(1)]).map(|_| ()),
+                    Tensor::from_le_bytes(d, shape, &bytes[..n.saturating_sub(1)]).map(|_| ())
+                );
+            }
+        }
+        let bad = TensorLayout::new(DType::Bool, &[2])
+            .unwrap()
+            .tensor_from_le_bytes(&[0, 2]);
+        assert!(matches!(bad, Err(TensorError::InvalidBool { index: 1, byte: 2 })));
+        assert!(TensorLayout::new(DType::F64, &[usize::MAX, 2]).is_err());
+    }
 
     #[test]
     fn typed_views_check_dtype() {

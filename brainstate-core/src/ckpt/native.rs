@@ -2374,7 +2374,7 @@ fn payloads(
                 Some(l) if l.is(e.dtype, shape) => l,
                 _ => layout.insert(TensorLayout::new(e.dtype, shape).map_err(tensor_err)?),
             };
-            out.push(Some(layout.from_le_bytes(payload(e)).map_err(tensor_err)?));
+            out.push(Some(layout.tensor_from_le_bytes(payload(e)).map_err(tensor_err)?));
             cur = e.off + e.len;
         }
         first += group.len();
