@@ -1540,6 +1540,8 @@ struct Refs<'t> {
     list: Vec<(u64, bool)>,
     placeholder: Tensor,
     tensors: Option<&'t mut [Option<Tensor>]>,
+    /// How many of `tensors` were taken.
+    taken: usize,
     bad: bool,
 }
 
@@ -1549,6 +1551,7 @@ impl Refs<'_> {
             list: Vec::new(),
             placeholder: placeholder(),
             tensors: None,
+            taken: 0,
             bad: false,
         }
     }
@@ -1566,7 +1569,10 @@ impl Refs<'_> {
             .and_then(|k| ts.get_mut(k))
             .and_then(Option::take);
         match t {
-            Some(t) if !scalar || t.ndim() == 0 => t,
+            Some(t) if !scalar || t.ndim() == 0 => {
+                self.taken += 1;
+                t
+            }
             _ => {
                 self.bad = true;
                 self.placeholder.clone()
@@ -2297,7 +2303,8 @@ mod direct {
         let mut refs = Refs::new();
         refs.tensors = Some(&mut tensors);
         let tree = t.tree(1, &mut refs).ok()?;
-        if refs.bad || t.pos() != tree_end || tensors.iter().any(Option::is_some) {
+        // Each tensor is taken at most once, so all were taken when the count is reached.
+        if refs.bad || t.pos() != tree_end || refs.taken != count {
             return None;
         }
         Some(tree)
