@@ -73,7 +73,8 @@ fn small_forward<const N: usize>(out: &mut [f32], x: &[f32], w: &[f32], n_in: us
         return;
     }
     for (o, xr) in out.chunks_exact_mut(N).zip(x.chunks_exact(n_in)) {
-        let mut acc: [f32; N] = (&*o).try_into().expect("N values");
+        let o: &mut [f32; N] = o.try_into().expect("N values");
+        let mut acc = *o;
         for (&xi, wr) in xr.iter().zip(w.chunks_exact(N)) {
             if xi != 0.0 {
                 let wr: [f32; N] = wr.try_into().expect("N values");
@@ -82,8 +83,100 @@ fn small_forward<const N: usize>(out: &mut [f32], x: &[f32], w: &[f32], n_in: us
                 }
             }
         }
-        o.copy_from_slice(&acc);
+        *o = acc;
     }
+}
+
+/// Every sum a row of 0/1 inputs can give a layer with few inputs: entry `m` (a bit per input)
+/// holds `b + W[i1, :] + W[i2, :] + ...` added in order of the set bits `i1 < i2 < ...`, exactly
+/// the sum [`small_forward`] forms for such a row (a 1 times a weight is the weight). Kept while
+/// `W` and `b` keep their bits (a training epoch), rebuilt when they change.
+#[derive(Clone, Debug, Default)]
+struct SubsetSums {
+    /// `2^n_in` rows of `n_out` values.
+    sums: Vec<f32>,
+    /// The bits of `W` then `b` the sums were built from.
+    key: Vec<u32>,
+}
+
+impl SubsetSums {
+    /// True when a layer of this size uses the table: `n_out <= 16` and at most 8192 values.
+    fn fits(&self, n_in: usize, n_out: usize) -> bool {
+        (1..=16).contains(&n_out) && n_in <= 13 && n_out << n_in <= 1 << 13
+    }
+
+    /// Rebuilds the sums if `w` or `bias` changed since the last build.
+    fn update(&mut self, w: &[f32], bias: Option<&[f32]>, n_in: usize, n_out: usize) {
+        let bits = || w.iter().chain(bias.unwrap_or(&[])).map(|v| v.to_bits());
+        let n_key = w.len() + bias.map_or(0, <[f32]>::len);
+        if self.sums.len() == n_out << n_in && self.key.len() == n_key && bits().eq(self.key.iter().copied())
+        {
+            return;
+        }
+        self.key.clear();
+        self.key.extend(bits());
+        self.sums.clear();
+        self.sums.resize(n_out << n_in, 0.0);
+        if let Some(b) = bias {
+            self.sums[..n_out].copy_from_slice(b);
+        }
+        for m in 1..1usize << n_in {
+            let hi = m.ilog2() as usize;
+            let (done, rest) = self.sums.split_at_mut(m * n_out);
+            let prev = &done[(m ^ 1 << hi) * n_out..][..n_out];
+            for ((s, &p), &wv) in rest[..n_out]
+                .iter_mut()
+                .zip(prev)
+                .zip(&w[hi * n_out..(hi + 1) * n_out])
+            {
+                *s = p + wv;
+            }
+        }
+    }
+}
+
+/// [`small_forward`] from [`SubsetSums`] (`sums`, `2^n_in` rows of `N`; `n_in <= 16`) over
+/// `out` holding the bias rows: a row of 0s and 1s takes the entry of its bits (no branch per
+/// input, which spikes defeat), another row is summed as in [`small_forward`]. The same values
+/// either way.
+#[inline(always)]
+fn subset_forward<const N: usize>(
+    out: &mut [f32],
+    x: &[f32],
+    w: &[f32],
+    sums: &[f32],
+    n_in: usize,
+    n_out: usize,
+) {
+    if N == 0 {
+        return small_forward::<0>(out, x, w, n_in, n_out);
+    }
+    let keep = ((1u32 << n_in) - 1) as u16;
+    for (b, o) in out.chunks_exact_mut(N).enumerate() {
+        let (nz, one) = masks16(&lanes_at(x, b * n_in));
+        let (nz, one) = (nz & keep, one & keep);
+        let o: &mut [f32; N] = o.try_into().expect("N values");
+        if nz == one {
+            let m = usize::from(nz);
+            *o = sums[m * N..(m + 1) * N].try_into().expect("N values");
+        } else {
+            small_forward::<N>(o, &x[b * n_in..(b + 1) * n_in], w, n_in, N);
+        }
+    }
+}
+
+fn subset_forward_wide<const N: usize>(
+    out: &mut [f32],
+    x: &[f32],
+    w: &[f32],
+    sums: &[f32],
+    n_in: usize,
+    n_out: usize,
+) {
+    par::wide(
+        #[inline(always)]
+        || subset_forward::<N>(out, x, w, sums, n_in, n_out),
+    )
 }
 
 fn small_forward_wide<const N: usize>(out: &mut [f32], x: &[f32], w: &[f32], n_in: usize, n_out: usize) {
@@ -161,7 +254,7 @@ fn small_d_in<const N: usize>(d_in: &mut [f32], d: &[f32], w: &[f32], n_in: usiz
         let at = b * n_in;
         match d_in.get_mut(at..at + LANES) {
             // All lanes in one store: those past the row are rewritten by the next rows.
-            Some(o) => o.copy_from_slice(&acc),
+            Some(o) => *<&mut [f32; LANES]>::try_from(o).expect("LANES values") = acc,
             None => d_in[at..at + n_in].copy_from_slice(&acc[..n_in]),
         }
     }
@@ -172,6 +265,46 @@ fn small_d_in_wide<const N: usize>(d_in: &mut [f32], d: &[f32], w: &[f32], n_in:
         #[inline(always)]
         || small_d_in::<N>(d_in, d, w, n_in, n_out),
     )
+}
+
+/// `gb[j] += d[b, lo + j]` for the rows `b` of `d` (`n_out` wide) in order; `N` columns held in
+/// registers (0: `gb.len()` columns at run time; `N > 0` needs `N == n_out`, `lo == 0`).
+#[inline(always)]
+fn sum_rows<const N: usize>(gb: &mut [f32], d: &[f32], n_out: usize, lo: usize) {
+    if N == 0 {
+        for r in d.chunks_exact(n_out) {
+            gb.iter_mut().zip(&r[lo..]).for_each(|(g, d)| *g += d);
+        }
+        return;
+    }
+    let gb: &mut [f32; N] = gb.try_into().expect("N values");
+    let mut acc = *gb;
+    for r in d.chunks_exact(N) {
+        for j in 0..N {
+            acc[j] += r[j];
+        }
+    }
+    *gb = acc;
+}
+
+fn sum_rows_wide<const N: usize>(gb: &mut [f32], d: &[f32], n_out: usize, lo: usize) {
+    par::wide(
+        #[inline(always)]
+        || sum_rows::<N>(gb, d, n_out, lo),
+    )
+}
+
+/// Copies `b` into every row of `out` (rows of `b.len()` values; `N` of them in registers, 0:
+/// the length at run time).
+fn fill_rows<const N: usize>(out: &mut [f32], b: &[f32]) {
+    if N == 0 {
+        return out.chunks_exact_mut(b.len()).for_each(|r| r.copy_from_slice(b));
+    }
+    let b: [f32; N] = b.try_into().expect("N values");
+    for r in out.chunks_exact_mut(N) {
+        let r: &mut [f32; N] = r.try_into().expect("N values");
+        *r = b;
+    }
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -189,6 +322,40 @@ enum TapeStep {
     },
 }
 
+/// Bit masks of 16 values: bit `j` of the first is `c[j] != 0`, of the second `c[j] == 1` (one
+/// vector compare each with AVX-512).
+#[inline(always)]
+fn masks16(c: &[f32; 16]) -> (u16, u16) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU has AVX-512F (checked above).
+        return unsafe { masks16_avx512(c) };
+    }
+    let (mut nz, mut one) = (0u32, 0u32);
+    for (j, v) in c.iter().enumerate() {
+        nz |= u32::from(*v != 0.0) << j;
+        one |= u32::from(*v == 1.0) << j;
+    }
+    (nz as u16, one as u16)
+}
+
+/// [`masks16`] with AVX-512 compares into mask registers (`!=` unordered, true for NaN, as
+/// Rust's; `==` ordered).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn masks16_avx512(c: &[f32; 16]) -> (u16, u16) {
+    use std::arch::x86_64::{
+        _mm512_cmp_ps_mask, _mm512_loadu_ps, _mm512_set1_ps, _mm512_setzero_ps, _CMP_EQ_OQ, _CMP_NEQ_UQ,
+    };
+    // SAFETY: `c` holds 16 values to load.
+    let v = unsafe { _mm512_loadu_ps(c.as_ptr()) };
+    (
+        _mm512_cmp_ps_mask::<_CMP_NEQ_UQ>(v, _mm512_setzero_ps()),
+        _mm512_cmp_ps_mask::<_CMP_EQ_OQ>(v, _mm512_set1_ps(1.0)),
+    )
+}
+
 /// Packs `x` into bit masks (bit `j` of word `w` is `x[16 w + j] != 0`) if every value is 0 or 1;
 /// false (and `bits` unusable) otherwise. Two halves across the threads when large.
 fn pack_bits(x: &[f32], bits: &mut [u16]) -> bool {
@@ -196,15 +363,6 @@ fn pack_bits(x: &[f32], bits: &mut [u16]) -> bool {
         par::wide(
             #[inline(always)]
             || {
-                #[inline(always)]
-                fn masks(c: &[f32]) -> (u16, u16) {
-                    let (mut nz, mut one) = (0u32, 0u32);
-                    for (j, v) in c.iter().enumerate() {
-                        nz |= u32::from(*v != 0.0) << j;
-                        one |= u32::from(*v == 1.0) << j;
-                    }
-                    (nz as u16, one as u16)
-                }
                 let mut ok = true;
                 let chunks = x.chunks_exact(16);
                 let tail = chunks.remainder();
@@ -212,12 +370,14 @@ fn pack_bits(x: &[f32], bits: &mut [u16]) -> bool {
                 for (c, b) in chunks.zip(&mut words) {
                     // A fixed 16 lanes: one vector compare per mask.
                     let c: &[f32; 16] = c.try_into().expect("16 values");
-                    let (nz, one) = masks(c);
+                    let (nz, one) = masks16(c);
                     *b = nz;
                     ok &= nz == one;
                 }
                 if let (false, Some(b)) = (tail.is_empty(), words.next()) {
-                    let (nz, one) = masks(tail);
+                    let mut c = [0.0; 16];
+                    c[..tail.len()].copy_from_slice(tail);
+                    let (nz, one) = masks16(&c);
                     *b = nz;
                     ok &= nz == one;
                 }
@@ -403,6 +563,9 @@ pub struct Dense {
     small_t: Vec<f32>,
     wt: Vec<f32>,
     by_input: ByInput,
+    /// The row of each event, for the flat event loops.
+    ev_rows: Vec<u32>,
+    subsets: SubsetSums,
     ahead: Ahead,
 }
 
@@ -510,6 +673,8 @@ impl Dense {
             small_t: Vec::new(),
             wt: Vec::new(),
             by_input: ByInput::default(),
+            ev_rows: Vec::new(),
+            subsets: SubsetSums::default(),
         }
     }
 
@@ -618,7 +783,7 @@ fn b_of<'a>(
 /// of the rows when large.
 fn init_rows(out: &mut [f32], bias: Option<&[f32]>, n_out: usize) {
     let init = |o: &mut [f32]| match bias {
-        Some(b) => o.chunks_exact_mut(n_out).for_each(|r| r.copy_from_slice(b)),
+        Some(b) => by_width!(n_out, fill_rows(o, b)),
         None => o.fill(0.0),
     };
     let rows = out.len() / n_out.max(1);
@@ -631,8 +796,9 @@ fn init_rows(out: &mut [f32], bias: Option<&[f32]>, n_out: usize) {
 }
 
 /// `out[b, :] += val * w[i, :]` for every event `(b, i, val)`; large outputs in two halves of the
-/// rows across the worker threads.
-fn add_rows(out: &mut [f32], n_out: usize, e: &EventsRef<'_>, w: &[f32]) {
+/// rows across the worker threads, sparse events in one flat pass ([`sparse_flat`], with
+/// `ev_rows` as scratch).
+fn add_rows(out: &mut [f32], n_out: usize, e: &EventsRef<'_>, w: &[f32], ev_rows: &mut Vec<u32>) {
     let rows = e.rows();
     if rows >= 2 && out.len() >= rows * n_out && par::worth(rows * n_out) {
         let m = rows / 2;
@@ -651,6 +817,9 @@ fn add_rows(out: &mut [f32], n_out: usize, e: &EventsRef<'_>, w: &[f32]) {
             || add_rows_part(o0, n_out, &e0, w),
             || add_rows_part(o1, n_out, &e1, w),
         );
+    } else if sparse_flat(e, n_out) {
+        event_rows(e, ev_rows);
+        by_width!(n_out, add_flat_wide(out, n_out, e, ev_rows, w, true));
     } else {
         add_rows_part(out, n_out, e, w);
     }
@@ -728,7 +897,7 @@ fn add_rows_loop(out: &mut [f32], n_out: usize, e: &EventsRef<'_>, w: &[f32]) {
 
 /// `gw[i, :] += val * d[b, :]` for every event `(b, i, val)`; a large `gw` in two halves of its
 /// rows (inputs `i`) across the worker threads, each taking the events of its inputs in order.
-fn add_outer(gw: &mut [f32], n_out: usize, e: &EventsRef<'_>, d: &[f32]) {
+fn add_outer(gw: &mut [f32], n_out: usize, e: &EventsRef<'_>, d: &[f32], ev_rows: &mut Vec<u32>) {
     let n_in = gw.len() / n_out.max(1);
     if n_in >= 2 && par::worth(gw.len()) && par::worth(e.nnz() * n_out) {
         let m = n_in / 2;
@@ -737,6 +906,9 @@ fn add_outer(gw: &mut [f32], n_out: usize, e: &EventsRef<'_>, d: &[f32]) {
             || add_outer_part(g0, 0, n_out, e, d),
             || add_outer_part(g1, m, n_out, e, d),
         );
+    } else if sparse_flat(e, n_out) {
+        event_rows(e, ev_rows);
+        by_width!(n_out, add_flat_wide(gw, n_out, e, ev_rows, d, false));
     } else {
         add_outer_part(gw, 0, n_out, e, d);
     }
@@ -813,6 +985,85 @@ fn add_outer_loop(gw: &mut [f32], lo: usize, n_out: usize, e: &EventsRef<'_>, d:
                     g.iter_mut().zip(dr).for_each(|(g, d)| *g += s * d)
                 }
             }
+        }
+    }
+}
+
+/// True when the events of narrow rows (`n_out <= 16`) go through one flat pass over the events
+/// ([`add_flat`]) instead of a loop per row: at most two events per row
+/// on average, where the per-row loops' trip counts (0, 1, 2, ... events) defeat the branch
+/// predictor.
+fn sparse_flat(e: &EventsRef<'_>, n_out: usize) -> bool {
+    n_out <= 16 && e.nnz() <= 2 * e.rows()
+}
+
+/// The row (sample) of every event of `e` in order into `rows` (`e.nnz()` values and one spare),
+/// without a branch per row: a mark at each row's first event, then a running sum.
+fn event_rows(e: &EventsRef<'_>, rows: &mut Vec<u32>) {
+    let (base, nnz) = (e.row_ptr[0], e.nnz());
+    rows.clear();
+    // Room for the most events [`sparse_flat`] lets through, so the buffer is sized once.
+    rows.reserve(2 * e.rows() + 1);
+    rows.resize(nnz + 1, 0);
+    for &p in &e.row_ptr[1..e.rows().max(1)] {
+        rows[p - base] += 1;
+    }
+    let mut b = 0;
+    for r in rows.iter_mut() {
+        b += *r;
+        *r = b;
+    }
+}
+
+/// [`add_flat`] into `dst` from `src` (`n_out` values a row; `N = 0`: the per-row loops):
+/// output rows from weight rows when `into_rows`, else gradient rows from `d` rows.
+fn add_flat_wide<const N: usize>(
+    dst: &mut [f32],
+    n_out: usize,
+    e: &EventsRef<'_>,
+    rows: &[u32],
+    src: &[f32],
+    into_rows: bool,
+) {
+    par::wide(
+        #[inline(always)]
+        || match (N, into_rows, e.val) {
+            (0, true, _) => add_rows_loop(dst, n_out, e, src),
+            (0, false, _) => add_outer_loop(dst, 0, n_out, e, src),
+            (_, true, None) => add_flat::<N, true>(dst, src, e, rows, |_| 1.0),
+            (_, true, Some(v)) => add_flat::<N, true>(dst, src, e, rows, |k| v[k]),
+            (_, false, None) => add_flat::<N, false>(dst, src, e, rows, |_| 1.0),
+            (_, false, Some(v)) => add_flat::<N, false>(dst, src, e, rows, |k| v[k]),
+        },
+    )
+}
+
+/// One pass over the events of `e` (`rows` from [`event_rows`]), rows of `N > 0` values:
+/// `dst[b, :] += val * src[i, :]` for each event `(b, i, val)` when `INTO_ROWS` (the forward
+/// [`add_rows_loop`]), else `dst[i, :] += val * src[b, :]` (the weight gradient
+/// [`add_outer_loop`]); `scale(k)` is the value of event `k` (1 for binary events: `1 * x` is
+/// `x`, the plain add of the loops). Each destination row takes its events
+/// in the loops' order, so the values are theirs.
+#[inline(always)]
+fn add_flat<const N: usize, const INTO_ROWS: bool>(
+    dst: &mut [f32],
+    src: &[f32],
+    e: &EventsRef<'_>,
+    rows: &[u32],
+    scale: impl Fn(usize) -> f32,
+) {
+    let (lo, hi) = (e.row_ptr[0], e.row_ptr[e.rows()]);
+    for (k, (&i, &b)) in (lo..hi).zip(e.idx[lo..hi].iter().zip(&rows[..hi - lo])) {
+        let (r, q) = if INTO_ROWS {
+            (b as usize, i as usize)
+        } else {
+            (i as usize, b as usize)
+        };
+        let sr: [f32; N] = src[q * N..(q + 1) * N].try_into().expect("N values");
+        let o: &mut [f32; N] = (&mut dst[r * N..(r + 1) * N]).try_into().expect("N values");
+        let s = scale(k);
+        for j in 0..N {
+            o[j] += s * sr[j];
         }
     }
 }
@@ -1007,6 +1258,8 @@ impl Layer for Dense {
             out,
             scan,
             tape,
+            ev_rows,
+            subsets,
             ahead,
             ..
         } = self;
@@ -1026,11 +1279,18 @@ impl Layer for Dense {
         if out.len() != rows * n_out {
             out.resize(rows * n_out, 0.0);
         }
-        init_rows(out, b_of(b, fixed_b, name, n_out)?, n_out);
+        let bias = b_of(b, fixed_b, name, n_out)?;
+        init_rows(out, bias, n_out);
         let w = w_of(w, fixed_w, name, n_in, n_out)?;
         let sig = match input {
             Signal::Events(e) => {
-                add_rows(out, n_out, &e, w);
+                add_rows(out, n_out, &e, w, ev_rows);
+                input
+            }
+            Signal::Dense(x) if small(rows, n_in, n_out) && subsets.fits(n_in, n_out) => {
+                // Few inputs and outputs: a row of spikes looks its sum up.
+                subsets.update(w, bias, n_in, n_out);
+                by_width!(n_out, subset_forward_wide(out, x, w, &subsets.sums, n_in, n_out));
                 input
             }
             Signal::Dense(x) if small(rows, n_in, n_out) => {
@@ -1040,7 +1300,7 @@ impl Layer for Dense {
             }
             Signal::Dense(x) => {
                 if scan.collect(x, n_in, max_events(rows, n_in, n_out)) {
-                    add_rows(out, n_out, &scan.view(), w);
+                    add_rows(out, n_out, &scan.view(), w, ev_rows);
                     Signal::Events(scan.view())
                 } else {
                     let xv = ArrayView2::from_shape((rows, n_in), x).expect("checked shape");
@@ -1142,23 +1402,16 @@ impl Layer for Dense {
         }
         let (n_in, n_out) = (self.num_in, self.num_out);
         let rows = d_out.len() / n_out;
-        let sum_rows = |gb: &mut [f32], lo: usize| {
-            par::wide(
-                #[inline(always)]
-                || {
-                    for r in d_out.chunks_exact(n_out) {
-                        gb.iter_mut().zip(&r[lo..]).for_each(|(g, d)| *g += d);
-                    }
-                },
-            )
-        };
         if n_out >= 128 && par::worth(d_out.len()) {
             // Two halves of the columns: each sums its columns over the rows in order.
             let m = n_out / 2;
             let (g0, g1) = self.grad_b.split_at_mut(m);
-            par::join(|| sum_rows(g0, 0), || sum_rows(g1, m));
+            par::join(
+                || sum_rows_wide::<0>(g0, d_out, n_out, 0),
+                || sum_rows_wide::<0>(g1, d_out, n_out, m),
+            );
         } else {
-            sum_rows(&mut self.grad_b, 0);
+            by_width!(n_out, sum_rows_wide(&mut self.grad_b, d_out, n_out, 0));
         }
         let Dense {
             name,
@@ -1167,6 +1420,7 @@ impl Layer for Dense {
             grad_w,
             small_t,
             by_input,
+            ev_rows,
             ..
         } = self;
         // A dense step on the tape is one whose scan for events already failed in forward.
@@ -1222,7 +1476,7 @@ impl Layer for Dense {
                 by_input.build(&e, n_in);
                 add_outer_grouped(grad_w, n_out, by_input, &e, d_out)
             }
-            Some(Signal::Events(e)) => add_outer(grad_w, n_out, &e, d_out),
+            Some(Signal::Events(e)) => add_outer(grad_w, n_out, &e, d_out, ev_rows),
             Some(Signal::Dense(x)) => {
                 let xv = ArrayView2::from_shape((rows, n_in), x).map_err(|_| NnError::BatchSize {
                     layer: label_of(name, "Dense"),
@@ -1324,6 +1578,31 @@ mod tests {
                 let mut b = init.clone();
                 by_width!(n_out, small_forward_wide(&mut b, &x, &w, n_in, n_out));
                 assert!(same(&a, &b), "forward {n_in} x {n_out}");
+                // Forward from subset sums: rows of 0s, 1s and -0s, every fourth with other
+                // values; the bias with a -0.0 among its values.
+                let bias: Vec<f32> = (0..n_out).map(|k| val(k * 2 + 5)).collect();
+                let xb: Vec<f32> = (0..rows * n_in)
+                    .map(|k| match (k / n_in % 4, (k * 7) % 5) {
+                        (3, _) => val(k),
+                        (_, 0 | 3) => 1.0,
+                        (_, 1) => -0.0,
+                        _ => 0.0,
+                    })
+                    .collect();
+                let mut sums = SubsetSums::default();
+                for round in 0..2 {
+                    // The second round rebuilds the sums for other weights.
+                    let w: Vec<f32> = w.iter().map(|v| v * (1 + round) as f32).collect();
+                    let mut a: Vec<f32> = bias.iter().copied().cycle().take(rows * n_out).collect();
+                    small_forward::<0>(&mut a, &xb, &w, n_in, n_out);
+                    sums.update(&w, Some(&bias), n_in, n_out);
+                    let mut b: Vec<f32> = bias.iter().copied().cycle().take(rows * n_out).collect();
+                    by_width!(
+                        n_out,
+                        subset_forward_wide(&mut b, &xb, &w, &sums.sums, n_in, n_out)
+                    );
+                    assert!(same(&a, &b), "subset forward {n_in} x {n_out}");
+                }
                 // Weight gradient: the transpose accumulated from 0, then folded in.
                 let g0: Vec<f32> = (0..n_in * n_out).map(|k| val(k * 13 + 3)).collect();
                 let mut t = vec![0.0f32; n_out * n_in];
@@ -1353,6 +1632,12 @@ mod tests {
                 let mut b = vec![1.0f32; rows * n_in];
                 by_width!(n_out, small_d_in_wide(&mut b, &d, &w, n_in, n_out));
                 assert!(same(&a, &b), "d_in {n_in} x {n_out}");
+                // Bias gradient: the columns summed over the rows in order.
+                let mut a: Vec<f32> = (0..n_out).map(|k| val(k * 19 + 1)).collect();
+                let mut b = a.clone();
+                sum_rows::<0>(&mut a, &d, n_out, 0);
+                by_width!(n_out, sum_rows_wide(&mut b, &d, n_out, 0));
+                assert!(same(&a, &b), "bias {n_in} x {n_out}");
                 // Events: rows of W added, rows of the gradient accumulated.
                 let mut row_ptr = vec![0];
                 let (mut idx, mut ev) = (Vec::new(), Vec::new());
@@ -1377,12 +1662,25 @@ mod tests {
                     let mut b = init.clone();
                     add_rows_part(&mut b, n_out, &e, &w);
                     assert!(same(&a, &b), "rows {n_in} x {n_out}");
+                    // The flat pass over the events, with their rows marked and summed.
+                    let mut rows_of = Vec::new();
+                    event_rows(&e, &mut rows_of);
+                    let want: Vec<u32> = (0..rows)
+                        .flat_map(|r| std::iter::repeat_n(r as u32, row_ptr[r + 1] - row_ptr[r]))
+                        .collect();
+                    assert_eq!(rows_of[..idx.len()], want[..]);
+                    let mut b = init.clone();
+                    by_width!(n_out, add_flat_wide(&mut b, n_out, &e, &rows_of, &w, true));
+                    assert!(same(&a, &b), "flat rows {n_in} x {n_out}");
                     let g0: Vec<f32> = (0..n_in * n_out).map(|k| val(k * 17 + 5)).collect();
                     let mut a = g0.clone();
                     add_outer_loop(&mut a, 0, n_out, &e, &d);
-                    let mut b = g0;
+                    let mut b = g0.clone();
                     add_outer_part(&mut b, 0, n_out, &e, &d);
                     assert!(same(&a, &b), "outer {n_in} x {n_out}");
+                    let mut b = g0;
+                    by_width!(n_out, add_flat_wide(&mut b, n_out, &e, &rows_of, &d, false));
+                    assert!(same(&a, &b), "flat outer {n_in} x {n_out}");
                 }
             }
         }
@@ -1414,7 +1712,7 @@ mod tests {
             };
             let init: Vec<f32> = (0..n_in * n_out).map(|k| (k % 13) as f32 * 0.01).collect();
             let mut plain = init.clone();
-            add_outer(&mut plain, n_out, &e, &d);
+            add_outer(&mut plain, n_out, &e, &d, &mut Vec::new());
             let mut by = ByInput::default();
             by.build(&e, n_in);
             let mut grouped = init;

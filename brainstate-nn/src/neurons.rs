@@ -217,6 +217,28 @@ impl Lif {
         }
         self.tape.get(t * n..(t + 1) * n)
     }
+
+    /// The spikes of recorded step `t` into `out` (`batch * size` values, 1.0 where the
+    /// pre-reset potential reached `V_th`, as the step computed them); false when `t` was not
+    /// recorded.
+    pub(crate) fn recorded_spikes(&self, t: usize, out: &mut Vec<f32>) -> bool {
+        let Some(vp) = self.recorded_v_pre(t) else {
+            return false;
+        };
+        out.resize(vp.len(), 0.0);
+        let v_th = self.params.v_th;
+        crate::par::zip2(out, vp, |out, vp| {
+            crate::par::wide(
+                #[inline(always)]
+                || {
+                    out.iter_mut()
+                        .zip(vp)
+                        .for_each(|(s, &v)| *s = if v >= v_th { 1.0 } else { 0.0 })
+                },
+            )
+        });
+        true
+    }
 }
 
 impl Layer for Lif {
@@ -460,6 +482,11 @@ fn lif_update_part(
     )
 }
 
+/// Steps of at least this many values go to the tape with non-temporal stores; the tape of smaller
+/// steps (a few MB for a run of a hundred steps) is left to the cache, which backward reads it
+/// from.
+const STREAM_MIN: usize = 1 << 14;
+
 /// Applies `f(V, I) -> (vp, spike, V')` element-wise (equal lengths checked by the caller).
 #[inline(always)]
 fn lif_pass(
@@ -471,6 +498,12 @@ fn lif_pass(
 ) {
     let it = v.iter_mut().zip(i).zip(o.iter_mut());
     match tape {
+        Some(tape) if tape.len() < STREAM_MIN => it.zip(tape.iter_mut()).for_each(|(((v, &i), o), vp)| {
+            let (p, s, vn) = f(*v, i);
+            *vp = p;
+            *o = s;
+            *v = vn;
+        }),
         Some(tape) => {
             // The tape is read back only in backward, long after: its values go 64 at a time
             // through a register-sized buffer into non-temporal stores, which skip reading the

@@ -259,6 +259,9 @@ pub struct TutorialSnn {
     /// Output synapse: `comm` (Dense) then `syn` (Expon).
     pub r2o: Sequential,
     mode: Mode,
+    /// The spikes of `r` at the step being run backwards (the input of `r2o`), rebuilt from its
+    /// recorded potentials instead of recorded by `r2o`.
+    spikes: Vec<f32>,
 }
 
 /// Configuration of [`TutorialSnn`]; `Default` is the tutorial's.
@@ -336,6 +339,7 @@ impl TutorialSnn {
             i2r,
             r2o,
             mode,
+            spikes: Vec::new(),
         })
     }
 
@@ -362,7 +366,12 @@ impl Layer for TutorialSnn {
         let down = record.downstream();
         let x = self.i2r.step(dt, input, record)?;
         let x = self.r.step(dt, Signal::Dense(x), down)?;
-        let x = self.r2o.step(dt, Signal::Dense(x), down)?;
+        // Backward hands `r2o` the spikes again (rebuilt from `r`'s tape): it keeps no copy.
+        let retained = match record {
+            Record::Off => Record::Off,
+            _ => Record::TapeInputRetained,
+        };
+        let x = self.r2o.step(dt, Signal::Dense(x), retained)?;
         self.o.step(dt, Signal::Dense(x), down)
     }
     fn begin_tape(&mut self, num_steps: usize) {
@@ -383,7 +392,11 @@ impl Layer for TutorialSnn {
         want_d_in: bool,
     ) -> Result<&[f32]> {
         let d = self.o.backward(dt, t, None, d_out, true)?;
-        let d = self.r2o.backward(dt, t, None, d, true)?;
+        let spikes = self
+            .r
+            .recorded_spikes(t, &mut self.spikes)
+            .then_some(Signal::Dense(&self.spikes));
+        let d = self.r2o.backward(dt, t, spikes, d, true)?;
         let d = self.r.backward(dt, t, None, d, true)?;
         self.i2r.backward(dt, t, input, d, want_d_in)
     }

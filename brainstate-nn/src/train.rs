@@ -189,6 +189,10 @@ impl Bptt {
         } else {
             Record::Off
         };
+        self.logits.clear();
+        self.logits.resize(b * n_out, f32::NEG_INFINITY);
+        self.ties.clear();
+        self.ties.resize(b * n_out, 0);
         let dt = self.dt;
         // Dense inputs are announced a few steps ahead, so the input layer's product covers
         // about 1024 rows at a time (its weights are packed once for all of them).
@@ -197,7 +201,7 @@ impl Bptt {
         } else {
             (1024 / b.max(1)).clamp(1, 8)
         };
-        let outs = &mut self.outs;
+        let (outs, logits, ties) = (&mut self.outs, &mut self.logits, &mut self.ties);
         let mut run = || -> Result<()> {
             for t in 0..t_len {
                 if ahead > 1 && t % ahead == 0 {
@@ -214,6 +218,7 @@ impl Bptt {
                     });
                 }
                 outs[t * b * n_out..(t + 1) * b * n_out].copy_from_slice(y);
+                running_max(logits, ties, y);
             }
             Ok(())
         };
@@ -221,21 +226,6 @@ impl Bptt {
             // Steps announced and not run must not be taken later, by steps of other weights.
             model.look_ahead(0, &[]);
             return Err(e);
-        }
-        self.logits.clear();
-        self.logits.resize(b * n_out, f32::NEG_INFINITY);
-        self.ties.clear();
-        self.ties.resize(b * n_out, 0);
-        for t in 0..t_len {
-            let o = &self.outs[t * b * n_out..(t + 1) * b * n_out];
-            for (j, &v) in o.iter().enumerate() {
-                if v > self.logits[j] {
-                    self.logits[j] = v;
-                    self.ties[j] = 1;
-                } else if v == self.logits[j] {
-                    self.ties[j] += 1;
-                }
-            }
         }
         Ok(())
     }
@@ -262,17 +252,22 @@ impl Bptt {
         model.zero_grad();
         model.begin_backward();
         self.d_out.resize(b * n_out, 0.0);
+        // Each tied step's share of the gradient of a maximum.
+        for (d, &n) in self.d_logits.iter_mut().zip(&self.ties) {
+            *d /= n as f32;
+        }
         let dt = self.dt;
         for t in (0..t_len).rev() {
             let o = &self.outs[t * b * n_out..(t + 1) * b * n_out];
-            let (lg, dl, ties) = (&self.logits, &self.d_logits, &self.ties);
-            for (j, d) in self.d_out.iter_mut().enumerate() {
-                *d = if o[j] == lg[j] {
-                    dl[j] / ties[j] as f32
-                } else {
-                    0.0
-                };
-            }
+            let (lg, share) = (&self.logits, &self.d_logits);
+            crate::par::wide(
+                #[inline(always)]
+                || {
+                    for (((d, &o), &lg), &s) in self.d_out.iter_mut().zip(o).zip(lg).zip(share) {
+                        *d = if o == lg { s } else { 0.0 };
+                    }
+                },
+            );
             model.backward(dt, t, Some(x.signal(t)), &self.d_out, false)?;
         }
         Ok(loss)
@@ -291,6 +286,22 @@ impl Bptt {
         opt.update(model)?;
         Ok(loss)
     }
+}
+
+/// One step of the max over time: `logits = max(logits, y)` element-wise, `ties` counting the
+/// steps that reached the maximum (reset to 1 by a larger value; a NaN changes nothing). No
+/// branch per value.
+fn running_max(logits: &mut [f32], ties: &mut [u32], y: &[f32]) {
+    crate::par::wide(
+        #[inline(always)]
+        || {
+            for ((m, n), &v) in logits.iter_mut().zip(ties.iter_mut()).zip(y) {
+                let (gt, eq) = (v > *m, v == *m);
+                *n = if gt { 1 } else { *n + u32::from(eq) };
+                *m = if gt { v } else { *m };
+            }
+        },
+    )
 }
 
 /// The gradients the model's layers hold, keyed by variable (`Dense0.W`).
