@@ -15,7 +15,7 @@ use brainstate::bpformat::{self, WriteOptions};
 use brainstate::ckpt::{load_pytree, save_pytree};
 use brainstate::nn::{Mode, SnnConfig, TutorialSnn};
 use brainstate::{load_state_with, pytree, save_state, LoadOptions};
-use brainstate::{DType, IndexMap, Pytree, Tensor, C128, C64};
+use brainstate::{DType, Pytree, PytreeMap, Tensor, C128, C64};
 use rand::SeedableRng;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -67,7 +67,7 @@ fn f16_bits(i: u8) -> u16 {
 
 /// Every kind of leaf BrainPy's format holds.
 fn every_kind() -> Pytree {
-    let arrays: IndexMap<String, Pytree> = DType::ALL
+    let arrays: PytreeMap = DType::ALL
         .into_iter()
         .map(|d| (d.name().to_string(), Pytree::Tensor(arange6(d))))
         .collect();
@@ -124,7 +124,7 @@ fn tutorial(zeros: bool) -> Pytree {
         .map(|i| if zeros { 0.0 } else { i as f32 / 8.0 })
         .collect();
     let spike: Vec<bool> = (0..10).map(|i| !zeros && i % 3 == 0).collect();
-    let mut lif = IndexMap::new();
+    let mut lif = PytreeMap::default();
     lif.insert(
         "Lif0.V".to_string(),
         Pytree::from(Tensor::from_vec(&[10], v).expect("10")),

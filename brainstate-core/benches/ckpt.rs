@@ -8,7 +8,7 @@
 //!   printing the peak resident memory (VmHWM) against the payload and file sizes.
 
 use brainstate_core::ckpt::{load_pytree_with, save_pytree_with, LoadOptions, SaveOptions};
-use brainstate_core::{IndexMap, Pytree, Tensor};
+use brainstate_core::{Pytree, PytreeMap, Tensor};
 use criterion::{BenchmarkId, Criterion, Throughput};
 use std::path::PathBuf;
 use std::time::Instant;
@@ -32,9 +32,9 @@ fn floats(n: usize, seed: u32) -> Tensor {
 /// The trees of bench_ckpt.py: `{large: {w0..w3}, small: {s000..s099}}` or 100 x 100 arrays.
 fn make_case(name: &str) -> Pytree {
     if name == "10k_small" {
-        let mut top = IndexMap::new();
+        let mut top = PytreeMap::default();
         for g in 0..100 {
-            let mut m = IndexMap::new();
+            let mut m = PytreeMap::default();
             for i in 0..100 {
                 m.insert(format!("a{i:02}"), Pytree::Tensor(floats(100, g * 100 + i)));
             }
@@ -48,13 +48,13 @@ fn make_case(name: &str) -> Pytree {
         "512MiB" => 512 * MIB,
         other => panic!("unknown case {other}"),
     };
-    let mut small = IndexMap::new();
+    let mut small = PytreeMap::default();
     for i in 0..100 {
         small.insert(format!("s{i:03}"), Pytree::Tensor(floats(256, 10_000 + i)));
     }
     let large_bytes = total - 100 * KIB;
     let per = large_bytes / 4 / 4;
-    let mut large = IndexMap::new();
+    let mut large = PytreeMap::default();
     for i in 0..4 {
         let n = if i < 3 { per } else { large_bytes / 4 - 3 * per };
         let mut t = floats(n, i as u32);
@@ -63,7 +63,7 @@ fn make_case(name: &str) -> Pytree {
         }
         large.insert(format!("w{i}"), Pytree::Tensor(t));
     }
-    let mut top = IndexMap::new();
+    let mut top = PytreeMap::default();
     top.insert("large".to_string(), Pytree::Map(large));
     top.insert("small".to_string(), Pytree::Map(small));
     Pytree::Map(top)

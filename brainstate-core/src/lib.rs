@@ -24,7 +24,7 @@ pub use node::{
     for_each_node_mut, for_each_preorder, load_local, load_state, load_state_with, local_key, nodes,
     save_state, variables, variables_mut, CustomState, StateError, StateField, Stateful, StatefulExt,
 };
-pub use pytree::{Node, Pytree, PytreeError};
+pub use pytree::{Node, Pytree, PytreeError, PytreeMap};
 pub use state::{
     prefix_key, Checker, LoadError, LoadOptions, LoadProblem, LocalCheck, StateDict, StateLoadResult,
     StateTree,

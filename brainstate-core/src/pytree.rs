@@ -6,6 +6,12 @@ use crate::tensor::{Storable, Tensor};
 use indexmap::IndexMap;
 use std::fmt;
 
+/// The map of a [`Pytree::Map`]: string keys in insertion order, hashed with foldhash (much
+/// faster than the default SipHash on the short keys of a checkpoint, and randomly seeded per
+/// process, so hostile files cannot count on colliding keys). Build one with
+/// `PytreeMap::default()` or `PytreeMap::with_capacity_and_hasher(n, Default::default())`.
+pub type PytreeMap = IndexMap<String, Pytree, foldhash::fast::RandomState>;
+
 /// A checkpoint tree: ordered string-keyed maps, lists, and leaves.
 ///
 /// Leaves keep what BrainPy's files distinguish, so that a file read and written back is the
@@ -14,7 +20,7 @@ use std::fmt;
 #[derive(Clone, Debug, PartialEq)]
 pub enum Pytree {
     /// An ordered map with string keys (a Python dict).
-    Map(IndexMap<String, Pytree>),
+    Map(PytreeMap),
     /// A list (written by BrainPy's format as a map keyed `"0"`, `"1"`, ...).
     List(Vec<Pytree>),
     /// An n-d array (numpy ndarray; 0-d allowed).
@@ -77,7 +83,7 @@ pub enum PytreeError {
 impl Pytree {
     /// An empty map.
     pub fn map() -> Pytree {
-        Pytree::Map(IndexMap::new())
+        Pytree::Map(PytreeMap::default())
     }
 
     /// The kind's name used in errors: `map`, `list`, `tensor`, `scalar`, `int`, ...
@@ -220,7 +226,7 @@ impl<'a> Node<'a> {
     }
 
     /// A map's entries.
-    pub fn map(&self) -> Result<&'a IndexMap<String, Pytree>, PytreeError> {
+    pub fn map(&self) -> Result<&'a PytreeMap, PytreeError> {
         match self.value {
             Pytree::Map(m) => Ok(m),
             _ => Err(self.wrong("map")),
@@ -426,7 +432,7 @@ impl<K: Into<String>, V: Into<Pytree>> FromIterator<(K, V)> for Pytree {
 macro_rules! pytree {
     ($($key:expr => $value:expr),* $(,)?) => {{
         #[allow(unused_mut)]
-        let mut map = $crate::IndexMap::<::std::string::String, $crate::Pytree>::new();
+        let mut map = $crate::PytreeMap::default();
         $( map.insert(::std::string::String::from($key), $crate::Pytree::from($value)); )*
         $crate::Pytree::Map(map)
     }};

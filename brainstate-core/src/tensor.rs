@@ -2,7 +2,7 @@
 
 use crate::dtype::{DType, Element, C128, C64};
 use half::{bf16, f16};
-use ndarray::{ArrayD, ArrayViewD, ArrayViewMutD, IxDyn};
+use ndarray::{ArrayD, ArrayViewD, ArrayViewMutD, Dimension, IxDyn, ShapeBuilder};
 use std::borrow::Cow;
 use std::fmt;
 use std::io::Read;
@@ -193,6 +193,90 @@ fn swap_units(bytes: &mut [u8], unit: usize) {
         for c in bytes.chunks_exact_mut(unit) {
             c.reverse();
         }
+    }
+}
+
+/// A dtype and shape checked once, for building many tensors of that shape from bytes
+/// ([`TensorLayout::tensor_from_le_bytes`]): the ndarray shape and strides are built once and cloned,
+/// which is cheaper than building them per tensor when a checkpoint holds thousands.
+#[derive(Clone, Debug)]
+pub(crate) struct TensorLayout {
+    dtype: DType,
+    dim: IxDyn,
+    strides: IxDyn,
+    nbytes: usize,
+}
+
+impl TensorLayout {
+    /// The layout of `shape` elements of `dtype`; an error if its byte size overflows (as
+    /// [`checked_nbytes`]).
+    pub(crate) fn new(dtype: DType, shape: &[usize]) -> Result<TensorLayout, TensorError> {
+        let nbytes = checked_nbytes(dtype, shape)?;
+        // Row-major strides, all zero when an axis is 0 (ndarray's default strides).
+        let mut strides = vec![0usize; shape.len()];
+        if !shape.contains(&0) {
+            let mut step = 1usize;
+            for (s, &d) in strides.iter_mut().zip(shape).rev() {
+                *s = step;
+                // checked_nbytes bounded the product of the axes.
+                step *= d;
+            }
+        }
+        Ok(TensorLayout {
+            dtype,
+            dim: IxDyn(shape),
+            strides: IxDyn(&strides),
+            nbytes,
+        })
+    }
+
+    /// Whether this is the layout of `shape` elements of `dtype`.
+    #[inline]
+    pub(crate) fn is(&self, dtype: DType, shape: &[usize]) -> bool {
+        self.dtype == dtype && self.dim.slice() == shape
+    }
+
+    /// A tensor of this layout holding a copy of `bytes` (little-endian, row-major), as
+    /// [`Tensor::from_le_bytes`] with this dtype and shape.
+    pub(crate) fn tensor_from_le_bytes(&self, bytes: &[u8]) -> Result<Tensor, TensorError> {
+        #[cfg(target_endian = "little")]
+        if self.dtype != DType::Bool && bytes.len() == self.nbytes {
+            fn copy<T: Storable>(l: &TensorLayout, bytes: &[u8]) -> Tensor {
+                let n = bytes.len() / std::mem::size_of::<T>();
+                let mut v: Vec<T> = Vec::with_capacity(n);
+                // SAFETY: T is not bool, so every bit pattern is a valid T and it has no padding;
+                // the capacity holds n * size_of::<T>() == bytes.len() bytes (checked_nbytes).
+                unsafe {
+                    std::ptr::copy_nonoverlapping(bytes.as_ptr(), v.as_mut_ptr().cast::<u8>(), bytes.len());
+                    v.set_len(n);
+                }
+                let shape = l.dim.clone().strides(l.strides.clone());
+                // SAFETY: the shape's element count is v.len() (checked_nbytes checked the byte
+                // size, and that the product of the non-zero axes fits isize), and the strides
+                // are the default row-major ones, which over exactly that many elements stay
+                // inside v and never alias two indices.
+                let a = unsafe { ArrayD::from_shape_vec_unchecked(shape, v) };
+                Tensor { data: T::wrap(a) }
+            }
+            return Ok(match self.dtype {
+                DType::Bool => unreachable!("bool tensors are decoded through a checked path"),
+                DType::U8 => copy::<u8>(self, bytes),
+                DType::U16 => copy::<u16>(self, bytes),
+                DType::U32 => copy::<u32>(self, bytes),
+                DType::U64 => copy::<u64>(self, bytes),
+                DType::I8 => copy::<i8>(self, bytes),
+                DType::I16 => copy::<i16>(self, bytes),
+                DType::I32 => copy::<i32>(self, bytes),
+                DType::I64 => copy::<i64>(self, bytes),
+                DType::F16 => copy::<f16>(self, bytes),
+                DType::BF16 => copy::<bf16>(self, bytes),
+                DType::F32 => copy::<f32>(self, bytes),
+                DType::F64 => copy::<f64>(self, bytes),
+                DType::C64 => copy::<C64>(self, bytes),
+                DType::C128 => copy::<C128>(self, bytes),
+            });
+        }
+        Tensor::from_le_bytes(self.dtype, self.dim.slice(), bytes)
     }
 }
 
@@ -554,6 +638,41 @@ impl<T: Storable, D: ndarray::Dimension> From<ndarray::Array<T, D>> for Tensor {
 mod tests {
     use super::*;
     use ndarray::array;
+
+    #[test]
+    fn layout_built_tensors_equal_from_le_bytes() {
+        // 0-d, empty axes, 1-d, n-d and more axes than ndarray keeps inline; every dtype.
+        let shapes: [&[usize]; 7] = [&[], &[0], &[3], &[2, 0, 3], &[2, 3, 4], &[1, 2, 1, 3, 2], &[1]];
+        for d in DType::ALL {
+            for shape in shapes {
+                let l = TensorLayout::new(d, shape).unwrap();
+                assert!(l.is(d, shape));
+                assert!(!l.is(d, &[7, 7]));
+                let n = checked_nbytes(d, shape).unwrap();
+                let bytes: Vec<u8> = (0..n)
+                    .map(|i| if d == DType::Bool { (i % 2) as u8 } else { i as u8 })
+                    .collect();
+                let a = l.tensor_from_le_bytes(&bytes).unwrap();
+                let b = Tensor::from_le_bytes(d, shape, &bytes).unwrap();
+                assert!(a == b, "{d} {shape:?}");
+                assert_eq!(a.shape(), shape);
+                assert_eq!(a.le_bytes(), b.le_bytes());
+                let strides = dispatch!(&a.data.0, x => x.strides().to_vec());
+                let want = dispatch!(&b.data.0, x => x.strides().to_vec());
+                assert_eq!(strides, want, "{d} {shape:?}");
+                // A wrong length is the same error as from_le_bytes gives.
+                assert_eq!(
+                    l.tensor_from_le_bytes(&bytes[..n.saturating_sub(1)]).map(|_| ()),
+                    Tensor::from_le_bytes(d, shape, &bytes[..n.saturating_sub(1)]).map(|_| ())
+                );
+            }
+        }
+        let bad = TensorLayout::new(DType::Bool, &[2])
+            .unwrap()
+            .tensor_from_le_bytes(&[0, 2]);
+        assert!(matches!(bad, Err(TensorError::InvalidBool { index: 1, byte: 2 })));
+        assert!(TensorLayout::new(DType::F64, &[usize::MAX, 2]).is_err());
+    }
 
     #[test]
     fn typed_views_check_dtype() {

@@ -3,7 +3,7 @@
 //! compare the bytes; build the tutorial's state in Rust and compare with BrainPy's file.
 
 use brainstate_core::bpformat::{self, WriteOptions};
-use brainstate_core::{DType, IndexMap, Pytree, Tensor};
+use brainstate_core::{DType, Pytree, PytreeMap, Tensor};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::path::PathBuf;
@@ -245,7 +245,7 @@ fn f32_zeros(shape: &[usize]) -> Pytree {
 #[test]
 fn tutorial_state_built_in_rust_equals_brainpys_file() {
     // bp.checkpoints.save_pytree('a.bp', net.state_dict()) for the tutorial's first network.
-    let mut lif = IndexMap::new();
+    let mut lif = PytreeMap::default();
     lif.insert("Lif0.V".to_string(), f32_zeros(&[10]));
     lif.insert(
         "Lif0.spike".to_string(),

@@ -3,7 +3,7 @@
 //! output.
 
 use brainstate_core::bpformat::{self, BpError, WriteOptions, MAX_CHUNK_SIZE};
-use brainstate_core::{DType, IndexMap, Pytree, Tensor, C128};
+use brainstate_core::{DType, Pytree, PytreeMap, Tensor, C128};
 
 fn hex(s: &str) -> Vec<u8> {
     let s: String = s.chars().filter(|c| !c.is_whitespace()).collect();
@@ -169,7 +169,7 @@ fn str_bin_and_map_headers_are_minimal() {
         assert_eq!(&b[..head.len() / 2], &hex(head)[..], "bin of {n}");
     }
     for (n, head) in [(0usize, "80"), (15, "8f"), (16, "de0010"), (65536, "df00010000")] {
-        let m: IndexMap<String, Pytree> = (0..n).map(|i| (format!("k{i}"), Pytree::None)).collect();
+        let m: PytreeMap = (0..n).map(|i| (format!("k{i}"), Pytree::None)).collect();
         let b = roundtrip(&Pytree::Map(m));
         assert_eq!(&b[..head.len() / 2], &hex(head)[..], "map of {n}");
     }
@@ -408,7 +408,7 @@ fn writer_errors_are_typed() {
     assert!(matches!(bpformat::to_vec(&deep), Err(BpError::TooDeep { .. })));
     let mut ok = Pytree::None;
     for _ in 0..bpformat::MAX_DEPTH {
-        ok = Pytree::Map(IndexMap::from([("k".to_string(), ok)]));
+        ok = Pytree::Map(PytreeMap::from_iter([("k".to_string(), ok)]));
     }
     roundtrip(&ok);
     // A failing writer.

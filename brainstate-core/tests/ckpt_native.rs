@@ -626,6 +626,42 @@ fn two_thread_decode_matches_one_thread() {
 }
 
 #[test]
+fn many_small_tensors_decode_and_any_damage_is_one_error() {
+    // Many tensors (600) of mixed dtypes and shapes, too few bytes for the split: the direct
+    // decode, whatever the threads allowed, gives the same tree from a valid file and, from a
+    // damaged one (a bit flipped anywhere: header, tree, entries, payloads, trailer), the same
+    // error as the general decode.
+    let mut groups = brainstate_core::PytreeMap::default();
+    for i in 0..600usize {
+        let x = match i % 5 {
+            0 => Pytree::Scalar(Tensor::scalar(i as f64)),
+            1 => Pytree::Tensor(tensor(DType::Bool, &[i % 3 + 1], (i % 2) as u8)),
+            2 => Pytree::Tensor(tensor(DType::I16, &[2, i % 4 + 1], i as u8)),
+            _ => Pytree::Tensor(tensor(DType::F32, &[i % 9 + 1], i as u8)),
+        };
+        let group = groups
+            .entry(format!("g{}", i / 50))
+            .or_insert_with(|| Pytree::List(Vec::new()));
+        if let Pytree::List(l) = group {
+            l.push(x);
+        }
+    }
+    let t = Pytree::Map(groups);
+    let bytes = encode(&t).unwrap();
+    assert!(same(&native::decode_threads(&bytes, 2).unwrap(), &t));
+    for bit in (0..bytes.len() * 8).step_by(397) {
+        let mut b = bytes.clone();
+        b[bit / 8] ^= 1 << (bit % 8);
+        let one = decode_both(&b);
+        let two = native::decode_threads(&b, 2);
+        match (&one, &two) {
+            (Err(x), Err(y)) => assert_eq!(x, y, "bit {bit}"),
+            _ => panic!("bit {bit}: one thread {one:?}, two {two:?}"),
+        }
+    }
+}
+
+#[test]
 fn unused_simple_values_and_stray_breaks_are_syntax_errors() {
     // In the tree (the direct tree parser) and in an unknown header key (the generic one):
     // simple(16), undefined (0xf7) and a stray break (0xff), each a typed error naming it.

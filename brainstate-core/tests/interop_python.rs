@@ -3,7 +3,7 @@
 //! numpy and safetensors is missing: install `requirements-test.txt`.
 
 use brainstate_core::interop::{npz, safetensors};
-use brainstate_core::{DType, IndexMap, Pytree, Tensor, C64};
+use brainstate_core::{DType, Pytree, PytreeMap, Tensor, C64};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -32,7 +32,7 @@ fn python(code: &str, args: &[&Path]) -> String {
 }
 
 fn tree() -> Pytree {
-    let mut lif = IndexMap::new();
+    let mut lif = PytreeMap::default();
     lif.insert(
         "Lif0.V".to_string(),
         Pytree::Tensor(Tensor::from_vec(&[2, 3], vec![0.5f32, -1.0, 2.0, 3.0, 4.0, 5.0]).unwrap()),

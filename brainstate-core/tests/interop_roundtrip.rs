@@ -2,7 +2,7 @@
 //! errors, and malformed files are typed errors.
 
 use brainstate_core::interop::{npz, safetensors, InteropError};
-use brainstate_core::{bpformat, DType, IndexMap, Pytree, Tensor, C128};
+use brainstate_core::{bpformat, DType, Pytree, PytreeMap, Tensor, C128};
 use std::path::PathBuf;
 
 fn st(tree: &Pytree) -> Vec<u8> {
@@ -19,7 +19,7 @@ fn nz(tree: &Pytree) -> Vec<u8> {
 
 /// A tree with every leaf kind and the dtypes both formats hold.
 fn rich_tree() -> Pytree {
-    let mut lif = IndexMap::new();
+    let mut lif = PytreeMap::default();
     lif.insert(
         "Lif0.V".to_string(),
         Pytree::Tensor(Tensor::from_vec(&[2, 3], vec![0.5f32, -1.0, 2.0, 3.0, 4.0, 5.0]).unwrap()),

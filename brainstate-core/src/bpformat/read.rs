@@ -8,7 +8,6 @@ use super::{err, BpError, MAX_DEPTH, R};
 use crate::dtype::{DType, C128};
 use crate::pytree::Pytree;
 use crate::tensor::{Tensor, TensorError};
-use indexmap::IndexMap;
 use rmp::Marker;
 use std::io::Read;
 
@@ -586,7 +585,7 @@ fn build_map<'a>(
     if dechunk && entries.iter().any(|(k, _, _)| *k == CHUNKED_KEY) {
         return unchunk(entries, offset, path).map(Pytree::Tensor);
     }
-    let mut m = IndexMap::with_capacity(entries.len());
+    let mut m = crate::PytreeMap::with_capacity_and_hasher(entries.len(), Default::default());
     for (k, koff, item) in entries {
         path.push(Seg::Key(k));
         let t = build(item, dechunk, path)?;

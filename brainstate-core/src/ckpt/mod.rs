@@ -234,9 +234,10 @@ pub fn write_native_file(
 /// Options of [`load_pytree_with`].
 #[derive(Clone, Debug)]
 pub struct LoadOptions {
-    /// Use a second thread where it pays (default true): large payloads are read by several
-    /// threads, and in files of many tensors the checksums are verified on a second thread
-    /// while the first copies payloads and builds the tree.
+    /// Use more threads where it pays (default true): large payloads are read by several
+    /// threads, and files of at least 8 MiB in many tensors are checked and copied by two.
+    /// (Smaller files of many tensors are decoded by one thread: on a shared machine a second
+    /// one cost more than the checksums it took over.)
     pub parallel: bool,
     /// Threads for parallel reads (default: the available cores, at most 8).
     pub threads: usize,
@@ -431,7 +432,7 @@ fn restrict_to_target(path: &Path, tree: Pytree, target: &Pytree) -> Result<Pytr
         let shown = if at.is_empty() { "/" } else { at };
         match (t, target) {
             (Pytree::Map(mut m), Pytree::Map(tm)) => {
-                let mut out = crate::IndexMap::new();
+                let mut out = crate::PytreeMap::default();
                 for (k, tv) in tm {
                     match m.shift_remove(k) {
                         Some(v) => {

@@ -7,10 +7,9 @@
 
 use super::error::{FormatError, Item};
 use crate::dtype::DType;
-use crate::pytree::Pytree;
-use crate::tensor::{checked_nbytes, Tensor};
+use crate::pytree::{Pytree, PytreeMap};
+use crate::tensor::{checked_nbytes, Tensor, TensorLayout};
 use ciborium_ll::{Decoder, Encoder, Header};
-use indexmap::IndexMap;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 
 /// The magic: tag 55799 (self-described CBOR), `d9 d9 f7`.
@@ -529,12 +528,13 @@ pub(crate) fn crc32c_x3(a: &[u8], b: &[u8], c: &[u8]) -> [u32; 3] {
         // SAFETY: the CPU supports SSE 4.2 (checked just above).
         let (raw, k) = unsafe { crc_x3_sse42(a, b, c) };
         // `raw` is the un-inverted state after `k` bytes; crc32c_append continues from the
-        // finished (inverted) CRC of those bytes.
-        return [
-            crc32c::crc32c_append(!raw[0], &a[k..]),
-            crc32c::crc32c_append(!raw[1], &b[k..]),
-            crc32c::crc32c_append(!raw[2], &c[k..]),
-        ];
+        // finished (inverted) CRC of those bytes (skipped when nothing is left, the usual
+        // case for payloads of equal lengths that are multiples of 8).
+        let rest = |raw: u32, s: &[u8]| match &s[k..] {
+            [] => !raw,
+            tail => crc32c::crc32c_append(!raw, tail),
+        };
+        return [rest(raw[0], a), rest(raw[1], b), rest(raw[2], c)];
     }
     [crc32c::crc32c(a), crc32c::crc32c(b), crc32c::crc32c(c)]
 }
@@ -547,13 +547,15 @@ fn crc_x3_sse42(a: &[u8], b: &[u8], c: &[u8]) -> ([u32; 3], usize) {
     use std::arch::x86_64::_mm_crc32_u64;
     let k = a.len().min(b.len()).min(c.len()) / 8 * 8;
     let (mut x, mut y, mut z) = (u32::MAX as u64, u32::MAX as u64, u32::MAX as u64);
-    let word = |s: &[u8], i: usize| u64::from_le_bytes(s[i..i + 8].try_into().expect("8 bytes"));
-    let mut i = 0;
-    while i < k {
-        x = _mm_crc32_u64(x, word(a, i));
-        y = _mm_crc32_u64(y, word(b, i));
-        z = _mm_crc32_u64(z, word(c, i));
-        i += 8;
+    fn words(s: &[u8], k: usize) -> impl Iterator<Item = u64> + '_ {
+        s[..k]
+            .chunks_exact(8)
+            .map(|w| u64::from_le_bytes(w.try_into().expect("8 bytes")))
+    }
+    for ((wa, wb), wc) in words(a, k).zip(words(b, k)).zip(words(c, k)) {
+        x = _mm_crc32_u64(x, wa);
+        y = _mm_crc32_u64(y, wb);
+        z = _mm_crc32_u64(z, wc);
     }
     ([x as u32, y as u32, z as u32], k)
 }
@@ -1210,7 +1212,8 @@ impl<'a> Parser<'a> {
             }
             Header::Map(Some(n)) => {
                 nested()?;
-                let mut m = IndexMap::with_capacity(n.min(self.remaining() / 2).min(TREE_PREALLOC_CAP));
+                let cap = n.min(self.remaining() / 2).min(TREE_PREALLOC_CAP);
+                let mut m = PytreeMap::with_capacity_and_hasher(cap, Default::default());
                 for _ in 0..n {
                     let kat = self.at();
                     let key = self.key_fast()?;
@@ -1273,7 +1276,7 @@ impl<'a> Parser<'a> {
     /// One tensor entry written exactly as the writer does (five keys in canonical order, short
     /// dtype and shape heads), or `None` with the position unchanged: the general path then
     /// parses the entry and reports any error. Accepts nothing the general path refuses.
-    #[inline]
+    #[inline(always)]
     fn tensor_entry_fast(&mut self, dims: &mut Vec<usize>) -> Option<Entry> {
         let start = self.pos;
         let ndims = dims.len();
@@ -1285,29 +1288,50 @@ impl<'a> Parser<'a> {
         e
     }
 
+    #[inline(always)]
     fn tensor_entry_fast_inner(&mut self, dims: &mut Vec<usize>) -> Option<Entry> {
-        if *self.bytes.get(self.pos)? != 0xa5 {
+        // Parsed from a local slice and index, with fixed-width big-endian reads: the position
+        // is written back once, at the end.
+        let s = self.bytes.get(self.pos..)?;
+        if s.get(..5)? != b"\xa5\x63len" {
             return None;
         }
-        self.pos += 1;
-        self.fast_lit(b"\x63len")?;
-        let len = self.fast_uint()?;
-        self.fast_lit(b"\x63off")?;
-        let off = self.fast_uint()?;
-        self.fast_lit(b"\x65dtype")?;
-        let n = self.fast_short_head(3)?;
-        let raw = self.bytes.get(self.pos..self.pos + n)?;
-        let dtype = dtype_from_bytes(raw)?;
-        self.pos += n;
-        self.fast_lit(b"\x65shape")?;
+        let mut i = 5;
+        let len = uint_at(s, &mut i)?;
+        if s.get(i..i + 4)? != b"\x63off" {
+            return None;
+        }
+        i += 4;
+        let off = uint_at(s, &mut i)?;
+        if s.get(i..i + 6)? != b"\x65dtype" {
+            return None;
+        }
+        let n = match *s.get(i + 6)? {
+            b @ 0x60..=0x77 => (b & 0x1f) as usize,
+            _ => return None,
+        };
+        i += 7;
+        let dtype = dtype_from_bytes(s.get(i..i + n)?)?;
+        i += n;
+        if s.get(i..i + 6)? != b"\x65shape" {
+            return None;
+        }
         // At most 23 axes here (a one-byte head), below MAX_NDIM.
-        let nd = self.fast_short_head(4)?;
+        let nd = match *s.get(i + 6)? {
+            b @ 0x80..=0x97 => (b & 0x1f) as usize,
+            _ => return None,
+        };
+        i += 7;
         let dims_at = dims.len();
         for _ in 0..nd {
-            dims.push(usize::try_from(self.fast_uint()?).ok()?);
+            dims.push(usize::try_from(uint_at(s, &mut i)?).ok()?);
         }
-        self.fast_lit(b"\x66crc32c")?;
-        let crc32c = u32::try_from(self.fast_uint()?).ok()?;
+        if s.get(i..i + 7)? != b"\x66crc32c" {
+            return None;
+        }
+        i += 7;
+        let crc32c = u32::try_from(uint_at(s, &mut i)?).ok()?;
+        self.pos += i;
         Some(Entry {
             dtype,
             dims_at,
@@ -1316,46 +1340,6 @@ impl<'a> Parser<'a> {
             len,
             crc32c,
         })
-    }
-
-    /// Consumes `lit` if the input continues with exactly these bytes.
-    #[inline(always)]
-    fn fast_lit<const N: usize>(&mut self, lit: &[u8; N]) -> Option<()> {
-        let got: &[u8; N] = self.bytes.get(self.pos..self.pos + N)?.try_into().ok()?;
-        if got == lit {
-            self.pos += N;
-            Some(())
-        } else {
-            None
-        }
-    }
-
-    /// An unsigned int (major type 0).
-    #[inline(always)]
-    fn fast_uint(&mut self) -> Option<u64> {
-        let b = *self.bytes.get(self.pos)?;
-        let w = match b {
-            0..=23 => {
-                self.pos += 1;
-                return Some(b as u64);
-            }
-            24..=27 => 1usize << (b - 24),
-            _ => return None,
-        };
-        let arg = self.bytes.get(self.pos + 1..self.pos + 1 + w)?;
-        self.pos += 1 + w;
-        Some(arg.iter().fold(0u64, |acc, &x| (acc << 8) | x as u64))
-    }
-
-    /// A one-byte head of major type `major` (argument below 24).
-    #[inline(always)]
-    fn fast_short_head(&mut self, major: u8) -> Option<usize> {
-        let b = *self.bytes.get(self.pos)?;
-        if b >> 5 != major || b & 0x1f >= 24 {
-            return None;
-        }
-        self.pos += 1;
-        Some((b & 0x1f) as usize)
     }
 
     /// One tensor entry, parsed without building generic values; its shape is appended to `dims`.
@@ -1439,6 +1423,28 @@ impl<'a> Parser<'a> {
             })?,
         })
     }
+}
+
+/// The unsigned int (major type 0, any argument width) at `s[*i..]`, advancing `i` past it.
+#[inline(always)]
+fn uint_at(s: &[u8], i: &mut usize) -> Option<u64> {
+    let at = *i;
+    let (v, w) = match *s.get(at)? {
+        b @ 0..=23 => (b as u64, 1),
+        24 => (*s.get(at + 1)? as u64, 2),
+        25 => (
+            u16::from_be_bytes(s.get(at + 1..at + 3)?.try_into().ok()?) as u64,
+            3,
+        ),
+        26 => (
+            u32::from_be_bytes(s.get(at + 1..at + 5)?.try_into().ok()?) as u64,
+            5,
+        ),
+        27 => (u64::from_be_bytes(s.get(at + 1..at + 9)?.try_into().ok()?), 9),
+        _ => return None,
+    };
+    *i = at + w;
+    Some(v)
 }
 
 /// [`DType::from_name`] on the name's bytes, as one match.
@@ -1534,6 +1540,8 @@ struct Refs<'t> {
     list: Vec<(u64, bool)>,
     placeholder: Tensor,
     tensors: Option<&'t mut [Option<Tensor>]>,
+    /// How many of `tensors` were taken.
+    taken: usize,
     bad: bool,
 }
 
@@ -1543,6 +1551,7 @@ impl Refs<'_> {
             list: Vec::new(),
             placeholder: placeholder(),
             tensors: None,
+            taken: 0,
             bad: false,
         }
     }
@@ -1560,7 +1569,10 @@ impl Refs<'_> {
             .and_then(|k| ts.get_mut(k))
             .and_then(Option::take);
         match t {
-            Some(t) if !scalar || t.ndim() == 0 => t,
+            Some(t) if !scalar || t.ndim() == 0 => {
+                self.taken += 1;
+                t
+            }
             _ => {
                 self.bad = true;
                 self.placeholder.clone()
@@ -1885,7 +1897,7 @@ fn build_tree(
     let at = 0;
     Ok(match v {
         Val::Map(m) => {
-            let mut out = IndexMap::with_capacity(m.len());
+            let mut out = PytreeMap::with_capacity_and_hasher(m.len(), Default::default());
             for (k, v) in m {
                 out.insert(k, build_tree(v, tensor)?);
             }
@@ -2169,7 +2181,7 @@ pub fn decode_threads(bytes: &[u8], threads: usize) -> Result<Pytree, FormatErro
     let file_len = bytes.len() as u64;
     let split = threads > 1 && file_len >= SPLIT_MIN_BYTES;
     if !split {
-        if let Some(t) = direct::decode(bytes, threads) {
+        if let Some(t) = direct::decode(bytes) {
             return Ok(t);
         }
     }
@@ -2252,31 +2264,7 @@ mod direct {
         Some(p)
     }
 
-    /// Payloads of at least this many tensors have their CRC32Cs computed by a second thread
-    /// (when allowed) while the first copies them and parses the tree.
-    const CRC_THREAD_MIN_TENSORS: usize = 512;
-
-    /// Whether every payload's CRC32C is the stored one, and the header's and trailer's hold.
-    fn crcs_ok(bytes: &[u8], entries: &[Entry], data_base: u64, header_len: u64, datalen: u64) -> bool {
-        let base = data_base as usize;
-        let payload = |e: &Entry| &bytes[base + e.off as usize..base + (e.off + e.len) as usize];
-        let hcrc = crc32c::crc32c(&bytes[..header_len as usize]);
-        let trailer_at = (data_base + datalen) as usize;
-        check_trailer(
-            &bytes[trailer_at..],
-            trailer_at as u64,
-            entries.len(),
-            datalen,
-            hcrc,
-        )
-        .is_ok()
-            && entries.chunks(3).all(|g| {
-                let crcs = group_crcs(g, payload);
-                g.iter().zip(crcs).all(|(e, c)| e.crc32c == c)
-            })
-    }
-
-    pub(super) fn decode(bytes: &[u8], threads: usize) -> Option<Pytree> {
+    pub(super) fn decode(bytes: &[u8]) -> Option<Pytree> {
         let file_len = bytes.len() as u64;
         let mut t = at_tree(bytes)?;
         let mut p = t.clone();
@@ -2294,7 +2282,11 @@ mod direct {
         let mut entries = Vec::with_capacity(cap);
         let mut dims = Vec::with_capacity(cap * 2);
         for index in 0..count {
-            entries.push(p.tensor_entry(index, &mut dims).ok()?);
+            let e = match p.tensor_entry_fast(&mut dims) {
+                Some(e) => e,
+                None => p.tensor_entry(index, &mut dims).ok()?,
+            };
+            entries.push(e);
         }
         let header_len = 3 + p.pos() as u64;
         if !(8..=65536).contains(&align) || !align.is_power_of_two() {
@@ -2304,41 +2296,19 @@ mod direct {
         let mut expect = Vec::new();
         push_padding(&mut expect, (data_base - header_len) as usize);
         check_bytes(bytes, header_len as usize, &expect, 0).ok()?;
-        let build = |t: &mut Parser<'_>, crc: bool| -> Option<Pytree> {
-            let mut tensors = payloads_crc(bytes, &entries, &dims, data_base, 0..count, crc).ok()?;
-            let mut refs = Refs::new();
-            refs.tensors = Some(&mut tensors);
-            let tree = t.tree(1, &mut refs).ok()?;
-            if refs.bad || t.pos() != tree_end || tensors.iter().any(Option::is_some) {
-                return None;
-            }
-            Some(tree)
-        };
-        if threads > 1 && count >= CRC_THREAD_MIN_TENSORS {
-            let (ok, tree) = std::thread::scope(|s| {
-                let ok = s.spawn(|| crcs_ok(bytes, &entries, data_base, header_len, datalen));
-                let tree = build(&mut t, false);
-                (ok.join().unwrap_or_else(|e| std::panic::resume_unwind(e)), tree)
-            });
-            return tree.filter(|_| ok);
-        }
         let hcrc = crc32c::crc32c(&bytes[..header_len as usize]);
         let trailer_at = (data_base + datalen) as usize;
         check_trailer(&bytes[trailer_at..], trailer_at as u64, count, datalen, hcrc).ok()?;
-        build(&mut t, true)
+        let mut tensors = payloads(bytes, &entries, &dims, data_base, 0..count).ok()?;
+        let mut refs = Refs::new();
+        refs.tensors = Some(&mut tensors);
+        let tree = t.tree(1, &mut refs).ok()?;
+        // Each tensor is taken at most once, so all were taken when the count is reached.
+        if refs.bad || t.pos() != tree_end || refs.taken != count {
+            return None;
+        }
+        Some(tree)
     }
-}
-
-/// Checks the padding, payload head and CRC32C of the tensors in `range` and copies each into
-/// a new tensor while its bytes are in cache; stops at the first error.
-fn payloads(
-    bytes: &[u8],
-    entries: &[Entry],
-    dims: &[usize],
-    data_base: u64,
-    range: std::ops::Range<usize>,
-) -> Result<Vec<Option<Tensor>>, FormatError> {
-    payloads_crc(bytes, entries, dims, data_base, range, true)
 }
 
 /// The CRC32Cs of a group of up to three payloads (see [`crc32c_x3`]).
@@ -2355,14 +2325,14 @@ fn group_crcs<'b>(group: &[Entry], payload: impl Fn(&Entry) -> &'b [u8]) -> [u32
     }
 }
 
-/// [`payloads`], with the CRC32Cs checked only if `crc` (else the caller checks them).
-fn payloads_crc(
+/// Checks the padding, payload head and CRC32C of the tensors in `range` and copies each into
+/// a new tensor while its bytes are in cache; stops at the first error.
+fn payloads(
     bytes: &[u8],
     entries: &[Entry],
     dims: &[usize],
     data_base: u64,
     range: std::ops::Range<usize>,
-    crc: bool,
 ) -> Result<Vec<Option<Tensor>>, FormatError> {
     let base = data_base as usize;
     let mut expect = Vec::with_capacity(128);
@@ -2374,19 +2344,12 @@ fn payloads_crc(
     // parse_raw checked every payload lies inside the file.
     let payload = |e: &Entry| &bytes[base + e.off as usize..base + (e.off + e.len) as usize];
     let mut last = None;
+    let mut layout: Option<TensorLayout> = None;
     let mut first = range.start;
     while first < range.end {
         // CRCs three at a time (see crc32c_x3), then each tensor in order.
         let group = &entries[first..range.end.min(first + 3)];
-        let crcs = if crc {
-            group_crcs(group, payload)
-        } else {
-            let mut v = [0; 3];
-            for (v, e) in v.iter_mut().zip(group) {
-                *v = e.crc32c;
-            }
-            v
-        };
+        let crcs = group_crcs(group, payload);
         for (j, (e, &crc)) in group.iter().zip(&crcs).enumerate() {
             let index = first + j;
             // The expected padding and head depend only on the gap, dtype and length: rebuilt
@@ -2409,13 +2372,16 @@ fn payloads_crc(
                 });
             }
             let shape = &dims[e.dims_at..e.dims_at + e.ndim];
-            let t =
-                Tensor::from_le_bytes(e.dtype, shape, payload(e)).map_err(|source| FormatError::Tensor {
-                    index,
-                    offset: pos as u64,
-                    source: Box::new(source),
-                })?;
-            out.push(Some(t));
+            let tensor_err = |source| FormatError::Tensor {
+                index,
+                offset: pos as u64,
+                source: Box::new(source),
+            };
+            let layout = match &layout {
+                Some(l) if l.is(e.dtype, shape) => l,
+                _ => layout.insert(TensorLayout::new(e.dtype, shape).map_err(tensor_err)?),
+            };
+            out.push(Some(layout.tensor_from_le_bytes(payload(e)).map_err(tensor_err)?));
             cur = e.off + e.len;
         }
         first += group.len();
@@ -2535,20 +2501,16 @@ mod tests {
         let meta = Pytree::map().with("step", Pytree::Int(7));
         for m in [None, Some(&meta)] {
             let bytes = super::Plan::new(&tree, m, super::DEFAULT_ALIGN).unwrap().to_vec();
-            for threads in [1, 2] {
-                let t = super::direct::decode(&bytes, threads).expect("direct path");
-                assert!(t == tree);
-                // A flipped payload byte (the CRC thread's check), header byte or trailer byte
-                // makes it give up.
-                let (h, _) =
-                    super::read_header(&mut std::io::Cursor::new(&bytes), bytes.len() as u64).unwrap();
-                let last = h.tensors.len() - 1;
-                let payload = (h.data_base + h.tensors[last].off) as usize;
-                for at in [payload, 20, bytes.len() - 2] {
-                    let mut b = bytes.clone();
-                    b[at] ^= 1;
-                    assert!(super::direct::decode(&b, threads).is_none(), "{at}");
-                }
+            let t = super::direct::decode(&bytes).expect("direct path");
+            assert!(t == tree);
+            // A flipped payload byte, header byte or trailer byte makes it give up.
+            let (h, _) = super::read_header(&mut std::io::Cursor::new(&bytes), bytes.len() as u64).unwrap();
+            let last = h.tensors.len() - 1;
+            let payload = (h.data_base + h.tensors[last].off) as usize;
+            for at in [payload, 20, bytes.len() - 2] {
+                let mut b = bytes.clone();
+                b[at] ^= 1;
+                assert!(super::direct::decode(&b).is_none(), "{at}");
             }
         }
     }

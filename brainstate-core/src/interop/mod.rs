@@ -44,7 +44,6 @@ pub mod safetensors;
 use crate::dtype::{DType, C128};
 use crate::pytree::Pytree;
 use crate::tensor::{Tensor, TensorError};
-use indexmap::IndexMap;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 
@@ -251,7 +250,7 @@ pub(crate) fn unflatten(
         Ok(match tag.as_str() {
             "map" => {
                 let entries = x.as_array().ok_or_else(|| bad("map node is not a list".into()))?;
-                let mut m = IndexMap::with_capacity(entries.len());
+                let mut m = crate::PytreeMap::with_capacity_and_hasher(entries.len(), Default::default());
                 for e in entries {
                     let (k, val) = match e.as_array().map(Vec::as_slice) {
                         Some([Value::String(k), val]) => (k, val),
