@@ -1557,6 +1557,48 @@ impl Layer for Dense {
 mod tests {
     use super::*;
 
+    /// Events for tests: `(b, i)` is an event of value `value(b, i)` where `on(b, i)`.
+    struct TestEvents {
+        row_ptr: Vec<usize>,
+        idx: Vec<u32>,
+        val: Vec<f32>,
+        cols: usize,
+    }
+
+    impl TestEvents {
+        fn new(
+            rows: usize,
+            cols: usize,
+            on: impl Fn(usize, usize) -> bool,
+            value: impl Fn(usize, usize) -> f32,
+        ) -> Self {
+            let mut e = TestEvents {
+                row_ptr: vec![0],
+                idx: Vec::new(),
+                val: Vec::new(),
+                cols,
+            };
+            for b in 0..rows {
+                for i in (0..cols).filter(|&i| on(b, i)) {
+                    e.idx.push(i as u32);
+                    e.val.push(value(b, i));
+                }
+                e.row_ptr.push(e.idx.len());
+            }
+            e
+        }
+
+        /// Binary (values read as 1.0) or valued.
+        fn view(&self, valued: bool) -> EventsRef<'_> {
+            EventsRef {
+                row_ptr: &self.row_ptr,
+                idx: &self.idx,
+                val: valued.then_some(&self.val[..]),
+                cols: self.cols,
+            }
+        }
+    }
+
     #[test]
     fn fixed_width_kernels_have_the_bits_of_the_generic_loops() {
         let val = |k: usize| -> f32 {
@@ -1641,24 +1683,10 @@ mod tests {
                 by_width!(n_out, sum_rows_wide(&mut b, &d, n_out, 0));
                 assert!(same(&a, &b), "bias {n_in} x {n_out}");
                 // Events: rows of W added, rows of the gradient accumulated.
-                let mut row_ptr = vec![0];
-                let (mut idx, mut ev) = (Vec::new(), Vec::new());
-                for r in 0..rows {
-                    for i in 0..n_in {
-                        if (r * 5 + i * 3) % 4 == 0 {
-                            idx.push(i as u32);
-                            ev.push(val(r + i + 1));
-                        }
-                    }
-                    row_ptr.push(idx.len());
-                }
+                let events =
+                    TestEvents::new(rows, n_in, |r, i| (r * 5 + i * 3) % 4 == 0, |r, i| val(r + i + 1));
                 for valued in [false, true] {
-                    let e = EventsRef {
-                        row_ptr: &row_ptr,
-                        idx: &idx,
-                        val: valued.then_some(&ev[..]),
-                        cols: n_in,
-                    };
+                    let e = events.view(valued);
                     let mut a = init.clone();
                     add_rows_loop(&mut a, n_out, &e, &w);
                     let mut b = init.clone();
@@ -1668,9 +1696,9 @@ mod tests {
                     let mut rows_of = Vec::new();
                     event_rows(&e, &mut rows_of);
                     let want: Vec<u32> = (0..rows)
-                        .flat_map(|r| std::iter::repeat_n(r as u32, row_ptr[r + 1] - row_ptr[r]))
+                        .flat_map(|r| std::iter::repeat_n(r as u32, e.row_ptr[r + 1] - e.row_ptr[r]))
                         .collect();
-                    assert_eq!(rows_of[..idx.len()], want[..]);
+                    assert_eq!(rows_of[..e.idx.len()], want[..]);
                     let mut b = init.clone();
                     by_width!(n_out, add_flat_wide(&mut b, n_out, &e, &rows_of, &w, true));
                     assert!(same(&a, &b), "flat rows {n_in} x {n_out}");
@@ -1691,27 +1719,17 @@ mod tests {
     #[test]
     fn grouped_event_gradient_has_the_bits_of_the_plain_one() {
         let (rows, n_in, n_out) = (19, 57, 300);
-        let mut row_ptr = vec![0];
-        let (mut idx, mut val) = (Vec::new(), Vec::new());
-        for b in 0..rows {
-            for i in 0..n_in {
-                if (b * 31 + i * 17) % 7 == 0 {
-                    idx.push(i as u32);
-                    val.push(((b + i) % 5) as f32 * 0.3 - 0.6);
-                }
-            }
-            row_ptr.push(idx.len());
-        }
+        let events = TestEvents::new(
+            rows,
+            n_in,
+            |b, i| (b * 31 + i * 17) % 7 == 0,
+            |b, i| ((b + i) % 5) as f32 * 0.3 - 0.6,
+        );
         let d: Vec<f32> = (0..rows * n_out)
             .map(|k| ((k * 7919) % 101) as f32 / 101.0 - 0.5)
             .collect();
         for valued in [false, true] {
-            let e = EventsRef {
-                row_ptr: &row_ptr,
-                idx: &idx,
-                val: valued.then_some(&val[..]),
-                cols: n_in,
-            };
+            let e = events.view(valued);
             let init: Vec<f32> = (0..n_in * n_out).map(|k| (k % 13) as f32 * 0.01).collect();
             let mut plain = init.clone();
             add_outer(&mut plain, n_out, &e, &d, &mut Vec::new());
@@ -1791,34 +1809,24 @@ mod tests {
     #[test]
     fn wide_event_rows_in_column_blocks_have_the_bits_of_a_row_at_a_time() {
         let (rows, n_in, n_out) = (9, 23, 300);
-        let mut row_ptr = vec![0];
-        let (mut idx, mut val) = (Vec::new(), Vec::new());
-        for b in 0..rows {
-            for i in 0..n_in {
-                // Row 4 stays silent.
-                if b != 4 && (b * 13 + i * 5) % 6 == 0 {
-                    idx.push(i as u32);
-                    val.push(((b + 2 * i) % 7) as f32 * 0.25 - 0.8);
-                }
-            }
-            row_ptr.push(idx.len());
-        }
+        // Row 4 stays silent.
+        let events = TestEvents::new(
+            rows,
+            n_in,
+            |b, i| b != 4 && (b * 13 + i * 5) % 6 == 0,
+            |b, i| ((b + 2 * i) % 7) as f32 * 0.25 - 0.8,
+        );
         let w: Vec<f32> = (0..n_in * n_out)
             .map(|k| ((k * 7919) % 103) as f32 / 103.0 - 0.5)
             .collect();
         let init: Vec<f32> = (0..rows * n_out).map(|k| (k % 11) as f32 * 0.01).collect();
         for valued in [false, true] {
-            let e = EventsRef {
-                row_ptr: &row_ptr,
-                idx: &idx,
-                val: valued.then_some(&val[..]),
-                cols: n_in,
-            };
+            let e = events.view(valued);
             // A row at a time, each event adding its whole row of W.
             let mut plain = init.clone();
             for (b, o) in plain.chunks_exact_mut(n_out).enumerate() {
-                for k in row_ptr[b]..row_ptr[b + 1] {
-                    let wr = &w[idx[k] as usize * n_out..][..n_out];
+                for k in e.row_ptr[b]..e.row_ptr[b + 1] {
+                    let wr = &w[e.idx[k] as usize * n_out..][..n_out];
                     let s = e.val.map(|v| v[k]);
                     o.iter_mut()
                         .zip(wr)
