@@ -1221,11 +1221,18 @@ impl<'a> Parser<'a> {
                         Some(v) => v,
                         None => self.tree(depth + 1, refs)?,
                     };
-                    if m.insert(key.to_string(), v).is_some() {
-                        return Err(FormatError::DuplicateKey {
-                            offset: kat,
-                            key: key.to_string(),
-                        });
+                    // Through the entry, not `insert`: that hands back the replaced value (a
+                    // whole Pytree) just to test it, copied through the stack.
+                    match m.entry(key.to_string()) {
+                        indexmap::map::Entry::Vacant(e) => {
+                            e.insert(v);
+                        }
+                        indexmap::map::Entry::Occupied(_) => {
+                            return Err(FormatError::DuplicateKey {
+                                offset: kat,
+                                key: key.to_string(),
+                            })
+                        }
                     }
                 }
                 Pytree::Map(m)
