@@ -197,7 +197,7 @@ fn swap_units(bytes: &mut [u8], unit: usize) {
 }
 
 /// A dtype and shape checked once, for building many tensors of that shape from bytes
-/// ([`TensorLayout::tensor_from_le_bytes`]): the ndarray shape and strides are built once and cloned,
+/// ([`TensorLayout::push_from_le_bytes`]): the ndarray shape and strides are built once and cloned,
 /// which is cheaper than building them per tensor when a checkpoint holds thousands.
 #[derive(Clone, Debug)]
 pub(crate) struct TensorLayout {
@@ -236,12 +236,21 @@ impl TensorLayout {
         self.dtype == dtype && self.dim.slice() == shape
     }
 
-    /// A tensor of this layout holding a copy of `bytes` (little-endian, row-major), as
-    /// [`Tensor::from_le_bytes`] with this dtype and shape.
-    pub(crate) fn tensor_from_le_bytes(&self, bytes: &[u8]) -> Result<Tensor, TensorError> {
+    /// Pushes onto `out` a tensor of this layout holding a copy of `bytes` (little-endian,
+    /// row-major), as [`Tensor::from_le_bytes`] with this dtype and shape, or returns its error
+    /// (pushing nothing). The tensor is built in its slot: returned, then pushed, it was copied
+    /// through the stack right after it was written, and that load waited for the copy of the
+    /// payload into memory not yet in cache.
+    #[inline(always)]
+    pub(crate) fn push_from_le_bytes(
+        &self,
+        bytes: &[u8],
+        out: &mut Vec<Option<Tensor>>,
+    ) -> Result<(), TensorError> {
         #[cfg(target_endian = "little")]
         if self.dtype != DType::Bool && bytes.len() == self.nbytes {
-            fn copy<T: Storable>(l: &TensorLayout, bytes: &[u8]) -> Tensor {
+            #[inline(always)]
+            fn copy<T: Storable>(l: &TensorLayout, bytes: &[u8], out: &mut Vec<Option<Tensor>>) {
                 let n = bytes.len() / std::mem::size_of::<T>();
                 let mut v: Vec<T> = Vec::with_capacity(n);
                 // SAFETY: T is not bool, so every bit pattern is a valid T and it has no padding;
@@ -256,27 +265,29 @@ impl TensorLayout {
                 // are the default row-major ones, which over exactly that many elements stay
                 // inside v and never alias two indices.
                 let a = unsafe { ArrayD::from_shape_vec_unchecked(shape, v) };
-                Tensor { data: T::wrap(a) }
+                out.push(Some(Tensor { data: T::wrap(a) }));
             }
-            return Ok(match self.dtype {
+            match self.dtype {
                 DType::Bool => unreachable!("bool tensors are decoded through a checked path"),
-                DType::U8 => copy::<u8>(self, bytes),
-                DType::U16 => copy::<u16>(self, bytes),
-                DType::U32 => copy::<u32>(self, bytes),
-                DType::U64 => copy::<u64>(self, bytes),
-                DType::I8 => copy::<i8>(self, bytes),
-                DType::I16 => copy::<i16>(self, bytes),
-                DType::I32 => copy::<i32>(self, bytes),
-                DType::I64 => copy::<i64>(self, bytes),
-                DType::F16 => copy::<f16>(self, bytes),
-                DType::BF16 => copy::<bf16>(self, bytes),
-                DType::F32 => copy::<f32>(self, bytes),
-                DType::F64 => copy::<f64>(self, bytes),
-                DType::C64 => copy::<C64>(self, bytes),
-                DType::C128 => copy::<C128>(self, bytes),
-            });
+                DType::U8 => copy::<u8>(self, bytes, out),
+                DType::U16 => copy::<u16>(self, bytes, out),
+                DType::U32 => copy::<u32>(self, bytes, out),
+                DType::U64 => copy::<u64>(self, bytes, out),
+                DType::I8 => copy::<i8>(self, bytes, out),
+                DType::I16 => copy::<i16>(self, bytes, out),
+                DType::I32 => copy::<i32>(self, bytes, out),
+                DType::I64 => copy::<i64>(self, bytes, out),
+                DType::F16 => copy::<f16>(self, bytes, out),
+                DType::BF16 => copy::<bf16>(self, bytes, out),
+                DType::F32 => copy::<f32>(self, bytes, out),
+                DType::F64 => copy::<f64>(self, bytes, out),
+                DType::C64 => copy::<C64>(self, bytes, out),
+                DType::C128 => copy::<C128>(self, bytes, out),
+            }
+            return Ok(());
         }
-        Tensor::from_le_bytes(self.dtype, self.dim.slice(), bytes)
+        out.push(Some(Tensor::from_le_bytes(self.dtype, self.dim.slice(), bytes)?));
+        Ok(())
     }
 }
 
@@ -641,6 +652,20 @@ mod tests {
 
     #[test]
     fn layout_built_tensors_equal_from_le_bytes() {
+        // The pushed tensor, checking that an error pushes nothing.
+        fn build(l: &TensorLayout, bytes: &[u8]) -> Result<Tensor, TensorError> {
+            let mut out = vec![None];
+            match l.push_from_le_bytes(bytes, &mut out) {
+                Ok(()) => {
+                    assert_eq!(out.len(), 2);
+                    Ok(out.pop().flatten().unwrap())
+                }
+                Err(e) => {
+                    assert_eq!(out.len(), 1);
+                    Err(e)
+                }
+            }
+        }
         // 0-d, empty axes, 1-d, n-d and more axes than ndarray keeps inline; every dtype.
         let shapes: [&[usize]; 7] = [&[], &[0], &[3], &[2, 0, 3], &[2, 3, 4], &[1, 2, 1, 3, 2], &[1]];
         for d in DType::ALL {
@@ -652,7 +677,7 @@ mod tests {
                 let bytes: Vec<u8> = (0..n)
                     .map(|i| if d == DType::Bool { (i % 2) as u8 } else { i as u8 })
                     .collect();
-                let a = l.tensor_from_le_bytes(&bytes).unwrap();
+                let a = build(&l, &bytes).unwrap();
                 let b = Tensor::from_le_bytes(d, shape, &bytes).unwrap();
                 assert!(a == b, "{d} {shape:?}");
                 assert_eq!(a.shape(), shape);
@@ -662,14 +687,12 @@ mod tests {
                 assert_eq!(strides, want, "{d} {shape:?}");
                 // A wrong length is the same error as from_le_bytes gives.
                 assert_eq!(
-                    l.tensor_from_le_bytes(&bytes[..n.saturating_sub(1)]).map(|_| ()),
+                    build(&l, &bytes[..n.saturating_sub(1)]).map(|_| ()),
                     Tensor::from_le_bytes(d, shape, &bytes[..n.saturating_sub(1)]).map(|_| ())
                 );
             }
         }
-        let bad = TensorLayout::new(DType::Bool, &[2])
-            .unwrap()
-            .tensor_from_le_bytes(&[0, 2]);
+        let bad = build(&TensorLayout::new(DType::Bool, &[2]).unwrap(), &[0, 2]);
         assert!(matches!(bad, Err(TensorError::InvalidBool { index: 1, byte: 2 })));
         assert!(TensorLayout::new(DType::F64, &[usize::MAX, 2]).is_err());
     }

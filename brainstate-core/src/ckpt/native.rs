@@ -2388,7 +2388,9 @@ fn payloads(
                 Some(l) if l.is(e.dtype, shape) => l,
                 _ => layout.insert(TensorLayout::new(e.dtype, shape).map_err(tensor_err)?),
             };
-            out.push(Some(layout.tensor_from_le_bytes(payload(e)).map_err(tensor_err)?));
+            layout
+                .push_from_le_bytes(payload(e), &mut out)
+                .map_err(tensor_err)?;
             cur = e.off + e.len;
         }
         first += group.len();
