@@ -118,6 +118,89 @@ macro_rules! dispatch {
     };
 }
 
+/// Runs `$body` with the type alias `$t` set to the element type of `$dtype`, which is not
+/// bool (bool tensors are decoded through a checked path).
+macro_rules! by_native_type {
+    ($dtype:expr, $t:ident => $body:expr) => {
+        match $dtype {
+            DType::Bool => unreachable!("bool tensors are decoded through a checked path"),
+            DType::U8 => {
+                type $t = u8;
+                $body
+            }
+            DType::U16 => {
+                type $t = u16;
+                $body
+            }
+            DType::U32 => {
+                type $t = u32;
+                $body
+            }
+            DType::U64 => {
+                type $t = u64;
+                $body
+            }
+            DType::I8 => {
+                type $t = i8;
+                $body
+            }
+            DType::I16 => {
+                type $t = i16;
+                $body
+            }
+            DType::I32 => {
+                type $t = i32;
+                $body
+            }
+            DType::I64 => {
+                type $t = i64;
+                $body
+            }
+            DType::F16 => {
+                type $t = f16;
+                $body
+            }
+            DType::BF16 => {
+                type $t = bf16;
+                $body
+            }
+            DType::F32 => {
+                type $t = f32;
+                $body
+            }
+            DType::F64 => {
+                type $t = f64;
+                $body
+            }
+            DType::C64 => {
+                type $t = C64;
+                $body
+            }
+            DType::C128 => {
+                type $t = C128;
+                $body
+            }
+        }
+    };
+}
+
+/// A copy of `bytes` as values of `T` in native byte order: one allocation, no zero-fill. `T`
+/// must not be bool, and `bytes.len()` must be a multiple of its size (checked_nbytes).
+#[cfg(target_endian = "little")]
+#[inline(always)]
+fn native_vec<T: Storable>(bytes: &[u8]) -> Vec<T> {
+    debug_assert!(T::DTYPE != DType::Bool && bytes.len().is_multiple_of(std::mem::size_of::<T>()));
+    let n = bytes.len() / std::mem::size_of::<T>();
+    let mut v: Vec<T> = Vec::with_capacity(n);
+    // SAFETY: T is not bool, so every bit pattern is a valid T and it has no padding; the
+    // capacity holds n * size_of::<T>() == bytes.len() bytes.
+    unsafe {
+        std::ptr::copy_nonoverlapping(bytes.as_ptr(), v.as_mut_ptr().cast::<u8>(), bytes.len());
+        v.set_len(n);
+    }
+    v
+}
+
 /// Per-element-type plumbing between [`Element`] and the storage enum. Not public API.
 #[doc(hidden)]
 pub trait Storable: Element {
@@ -249,41 +332,16 @@ impl TensorLayout {
     ) -> Result<(), TensorError> {
         #[cfg(target_endian = "little")]
         if self.dtype != DType::Bool && bytes.len() == self.nbytes {
-            #[inline(always)]
-            fn copy<T: Storable>(l: &TensorLayout, bytes: &[u8], out: &mut Vec<Option<Tensor>>) {
-                let n = bytes.len() / std::mem::size_of::<T>();
-                let mut v: Vec<T> = Vec::with_capacity(n);
-                // SAFETY: T is not bool, so every bit pattern is a valid T and it has no padding;
-                // the capacity holds n * size_of::<T>() == bytes.len() bytes (checked_nbytes).
-                unsafe {
-                    std::ptr::copy_nonoverlapping(bytes.as_ptr(), v.as_mut_ptr().cast::<u8>(), bytes.len());
-                    v.set_len(n);
-                }
-                let shape = l.dim.clone().strides(l.strides.clone());
+            by_native_type!(self.dtype, T => {
+                let v = native_vec::<T>(bytes);
+                let shape = self.dim.clone().strides(self.strides.clone());
                 // SAFETY: the shape's element count is v.len() (checked_nbytes checked the byte
                 // size, and that the product of the non-zero axes fits isize), and the strides
                 // are the default row-major ones, which over exactly that many elements stay
                 // inside v and never alias two indices.
                 let a = unsafe { ArrayD::from_shape_vec_unchecked(shape, v) };
                 out.push(Some(Tensor { data: T::wrap(a) }));
-            }
-            match self.dtype {
-                DType::Bool => unreachable!("bool tensors are decoded through a checked path"),
-                DType::U8 => copy::<u8>(self, bytes, out),
-                DType::U16 => copy::<u16>(self, bytes, out),
-                DType::U32 => copy::<u32>(self, bytes, out),
-                DType::U64 => copy::<u64>(self, bytes, out),
-                DType::I8 => copy::<i8>(self, bytes, out),
-                DType::I16 => copy::<i16>(self, bytes, out),
-                DType::I32 => copy::<i32>(self, bytes, out),
-                DType::I64 => copy::<i64>(self, bytes, out),
-                DType::F16 => copy::<f16>(self, bytes, out),
-                DType::BF16 => copy::<bf16>(self, bytes, out),
-                DType::F32 => copy::<f32>(self, bytes, out),
-                DType::F64 => copy::<f64>(self, bytes, out),
-                DType::C64 => copy::<C64>(self, bytes, out),
-                DType::C128 => copy::<C128>(self, bytes, out),
-            }
+            });
             return Ok(());
         }
         out.push(Some(Tensor::from_le_bytes(self.dtype, self.dim.slice(), bytes)?));
@@ -469,18 +527,11 @@ impl Tensor {
     /// to the checked byte size of `shape`): one allocation and one copy, no zero-fill.
     #[cfg(target_endian = "little")]
     fn copy_native(dtype: DType, shape: &[usize], bytes: &[u8]) -> Tensor {
-        fn copy<T: Storable>(shape: &[usize], bytes: &[u8]) -> Tensor {
-            let n = bytes.len() / std::mem::size_of::<T>();
-            let mut v: Vec<T> = Vec::with_capacity(n);
-            // SAFETY: T is not bool, so every bit pattern is a valid T and it has no padding;
-            // the capacity holds n * size_of::<T>() == bytes.len() bytes (checked_nbytes).
-            unsafe {
-                std::ptr::copy_nonoverlapping(bytes.as_ptr(), v.as_mut_ptr().cast::<u8>(), bytes.len());
-                v.set_len(n);
-            }
+        by_native_type!(dtype, T => {
+            let v = native_vec::<T>(bytes);
             let a = if shape.len() == 1 {
                 // The common 1-d case skips the generic shape checks.
-                debug_assert_eq!(shape[0], n);
+                debug_assert_eq!(shape[0], v.len());
                 ndarray::Array1::from_vec(v).into_dyn()
             } else {
                 // SAFETY: the shape's element count is v.len() (checked_nbytes checked the byte
@@ -490,24 +541,7 @@ impl Tensor {
                 unsafe { ArrayD::from_shape_vec_unchecked(IxDyn(shape), v) }
             };
             Tensor { data: T::wrap(a) }
-        }
-        match dtype {
-            DType::Bool => unreachable!("bool tensors are decoded through a checked path"),
-            DType::U8 => copy::<u8>(shape, bytes),
-            DType::U16 => copy::<u16>(shape, bytes),
-            DType::U32 => copy::<u32>(shape, bytes),
-            DType::U64 => copy::<u64>(shape, bytes),
-            DType::I8 => copy::<i8>(shape, bytes),
-            DType::I16 => copy::<i16>(shape, bytes),
-            DType::I32 => copy::<i32>(shape, bytes),
-            DType::I64 => copy::<i64>(shape, bytes),
-            DType::F16 => copy::<f16>(shape, bytes),
-            DType::BF16 => copy::<bf16>(shape, bytes),
-            DType::F32 => copy::<f32>(shape, bytes),
-            DType::F64 => copy::<f64>(shape, bytes),
-            DType::C64 => copy::<C64>(shape, bytes),
-            DType::C128 => copy::<C128>(shape, bytes),
-        }
+        })
     }
 
     /// Reads exactly the tensor's bytes (little-endian, row-major) from `reader` straight into a

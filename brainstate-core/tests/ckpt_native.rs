@@ -247,6 +247,15 @@ fn text(s: &str) -> Vec<u8> {
     v
 }
 
+/// Ends a header body with `align = 64` and `tensors` = the CBOR array `tensors` (head and
+/// entries).
+fn align_and_tensors(body: &mut Vec<u8>, tensors: &[u8]) {
+    body.extend(text("align"));
+    body.extend([0x18, 64]);
+    body.extend(text("tensors"));
+    body.extend_from_slice(tensors);
+}
+
 fn header_prefix(major: u8) -> Vec<u8> {
     let mut v = text("fmt");
     v.extend(text("brainstate-ckpt"));
@@ -261,10 +270,7 @@ fn hand_built_valid_file_loads() {
     let mut body = header_prefix(1);
     body.extend(text("tree"));
     body.push(7);
-    body.extend(text("align"));
-    body.extend([0x18, 64]);
-    body.extend(text("tensors"));
-    body.push(0x80);
+    align_and_tensors(&mut body, &[0x80]);
     let f = hand_file(&body, 5, &[], 0);
     assert_eq!(decode(&f).unwrap(), Pytree::Int(7));
 }
@@ -289,22 +295,37 @@ fn newer_minor_with_unknown_keys_loads() {
     body.push(7);
     body.extend(text("zz_future"));
     body.push(0xf5);
-    body.extend(text("align"));
-    body.extend([0x18, 64]);
-    body.extend(text("tensors"));
-    body.push(0x80);
+    align_and_tensors(&mut body, &[0x80]);
     assert_eq!(decode(&hand_file(&body, 6, &[], 0)).unwrap(), Pytree::Int(7));
+}
+
+#[test]
+fn indefinite_length_items_are_syntax_errors() {
+    // Bytes, text, array and map of indefinite length, as a tree value and (text) as a map key.
+    for (bad, as_key) in [
+        (&[0x5f, 0xff][..], false),
+        (&[0x7f, 0xff][..], false),
+        (&[0x9f, 0xff][..], false),
+        (&[0xbf, 0xff][..], false),
+        (&[0xa1, 0x7f, 0xff, 0x00][..], true),
+    ] {
+        let mut body = header_prefix(1);
+        body.extend(text("tree"));
+        body.extend_from_slice(bad);
+        align_and_tensors(&mut body, &[0x80]);
+        let e = decode_both(&hand_file(&body, 5, &[], 0)).unwrap_err();
+        assert!(
+            matches!(e, FormatError::Syntax { .. }) && e.to_string().contains("indefinite-length"),
+            "{bad:x?} (key: {as_key}): {e}"
+        );
+    }
 }
 
 fn with_tensor_entry(entry: &[u8], tree: &[u8]) -> Vec<u8> {
     let mut body = header_prefix(1);
     body.extend(text("tree"));
     body.extend_from_slice(tree);
-    body.extend(text("align"));
-    body.extend([0x18, 64]);
-    body.extend(text("tensors"));
-    body.push(0x81);
-    body.extend_from_slice(entry);
+    align_and_tensors(&mut body, &[&[0x81][..], entry].concat());
     hand_file(&body, 5, &[0u8; 64], 1)
 }
 
@@ -518,10 +539,7 @@ fn inconsistent_tensor_entries_are_rejected() {
     let mut body = header_prefix(1);
     body.extend(text("tree"));
     body.extend([0xd9, 0x12, 0x34, 0x00]);
-    body.extend(text("align"));
-    body.extend([0x18, 64]);
-    body.extend(text("tensors"));
-    body.push(0x80);
+    align_and_tensors(&mut body, &[0x80]);
     assert_eq!(
         decode(&hand_file(&body, 5, &[], 0)).unwrap_err(),
         FormatError::UnknownTag { tag: 0x1234 }
@@ -558,11 +576,7 @@ fn bool_payload_must_be_zero_or_one() {
     let mut body = header_prefix(1);
     body.extend(text("tree"));
     body.extend_from_slice(&TREE_REF0);
-    body.extend(text("align"));
-    body.extend([0x18, 64]);
-    body.extend(text("tensors"));
-    body.push(0x81);
-    body.extend_from_slice(&e);
+    align_and_tensors(&mut body, &[&[0x81][..], &e].concat());
     let mut payload = Vec::new();
     native::push_padding(&mut payload, 63);
     payload.extend([0x41, 2]);
@@ -681,10 +695,7 @@ fn unused_simple_values_and_stray_breaks_are_syntax_errors() {
                 body.extend(text("zz_future"));
                 body.extend(bad);
             }
-            body.extend(text("align"));
-            body.extend([0x18, 64]);
-            body.extend(text("tensors"));
-            body.push(0x80);
+            align_and_tensors(&mut body, &[0x80]);
             let f = hand_file(&body, if in_tree { 5 } else { 6 }, &[], 0);
             let e = decode_both(&f).unwrap_err();
             assert!(

@@ -101,7 +101,7 @@ struct SubsetSums {
 
 impl SubsetSums {
     /// True when a layer of this size uses the table: `n_out <= 16` and at most 8192 values.
-    fn fits(&self, n_in: usize, n_out: usize) -> bool {
+    fn fits(n_in: usize, n_out: usize) -> bool {
         (1..=16).contains(&n_out) && n_in <= 13 && n_out << n_in <= 1 << 13
     }
 
@@ -1289,7 +1289,7 @@ impl Layer for Dense {
                 add_rows(out, n_out, &e, w, ev_rows);
                 input
             }
-            Signal::Dense(x) if small(rows, n_in, n_out) && subsets.fits(n_in, n_out) => {
+            Signal::Dense(x) if small(rows, n_in, n_out) && SubsetSums::fits(n_in, n_out) => {
                 // Few inputs and outputs: a row of spikes looks its sum up.
                 subsets.update(w, bias, n_in, n_out);
                 by_width!(n_out, subset_forward_wide(out, x, w, &subsets.sums, n_in, n_out));

@@ -212,6 +212,26 @@ impl Default for Overlap {
 /// only shrinks (by at most 4 bytes per deferred tensor) when the real ones come in.
 const CRC_PLACEHOLDER: u32 = u32::MAX;
 
+/// Checks that a container at `offset`, nested `depth` deep, stays within [`MAX_DEPTH`].
+fn nest(offset: u64, depth: usize) -> Result<(), FormatError> {
+    if depth >= MAX_DEPTH {
+        Err(FormatError::TooDeep {
+            offset,
+            limit: MAX_DEPTH,
+        })
+    } else {
+        Ok(())
+    }
+}
+
+/// The error for an indefinite-length item (the format allows only definite lengths).
+fn indefinite(offset: u64) -> FormatError {
+    FormatError::Syntax {
+        offset,
+        what: "indefinite-length items are not allowed".into(),
+    }
+}
+
 /// The error for a CBOR simple value we do not use, or a stray break, at `offset`.
 fn unexpected_item(offset: u64, h: Header) -> FormatError {
     let what = match h {
@@ -843,12 +863,7 @@ impl<'a> Parser<'a> {
                     self.pos += 1 + w;
                     arg.iter().fold(0u64, |acc, &x| (acc << 8) | x as u64)
                 }
-                31 if (2..=5).contains(&major) => {
-                    return Err(FormatError::Syntax {
-                        offset: at,
-                        what: "indefinite-length items are not allowed".into(),
-                    })
-                }
+                31 if (2..=5).contains(&major) => return Err(indefinite(at)),
                 _ => {
                     return Err(FormatError::Syntax {
                         offset: at,
@@ -917,10 +932,7 @@ impl<'a> Parser<'a> {
         let at = self.at();
         match self.pull()? {
             Header::Text(Some(n)) => self.text_of(n, at),
-            Header::Text(None) => Err(FormatError::Syntax {
-                offset: at,
-                what: "indefinite-length items are not allowed".into(),
-            }),
+            Header::Text(None) => Err(indefinite(at)),
             other => Err(FormatError::NonTextKey {
                 offset: at,
                 found: head_kind(&other),
@@ -970,16 +982,6 @@ impl<'a> Parser<'a> {
 
     fn value(&mut self, depth: usize) -> Result<Val, FormatError> {
         let at = self.at();
-        let nested = || -> Result<(), FormatError> {
-            if depth >= MAX_DEPTH {
-                Err(FormatError::TooDeep {
-                    offset: at,
-                    limit: MAX_DEPTH,
-                })
-            } else {
-                Ok(())
-            }
-        };
         Ok(match self.pull()? {
             Header::Positive(u) => Val::Uint(u),
             Header::Negative(n) => Val::Nint(n),
@@ -991,7 +993,7 @@ impl<'a> Parser<'a> {
             Header::Bytes(Some(n)) => Val::Bytes(self.take(n)?.to_vec()),
             Header::Text(Some(n)) => Val::Text(self.text_of(n, at)?.to_string()),
             Header::Array(Some(n)) => {
-                nested()?;
+                nest(at, depth)?;
                 let mut v = Vec::with_capacity(n.min(self.remaining()).min(PREALLOC_CAP));
                 for _ in 0..n {
                     v.push(self.value(depth + 1)?);
@@ -999,7 +1001,7 @@ impl<'a> Parser<'a> {
                 Val::Array(v)
             }
             Header::Map(Some(n)) => {
-                nested()?;
+                nest(at, depth)?;
                 let mut v: Vec<(String, Val)> = Vec::with_capacity(n.min(self.remaining()).min(PREALLOC_CAP));
                 let mut big: Vec<(&'a str, u64)> = Vec::new();
                 for _ in 0..n {
@@ -1030,7 +1032,7 @@ impl<'a> Parser<'a> {
                 Val::Map(v)
             }
             Header::Tag(t) => {
-                nested()?;
+                nest(at, depth)?;
                 // Tensor references are the bulk of a tree: keep them unboxed.
                 if t == TAG_TENSOR || t == TAG_SCALAR {
                     let save = self.pos;
@@ -1042,10 +1044,7 @@ impl<'a> Parser<'a> {
                 Val::Tag(t, Box::new(self.value(depth + 1)?))
             }
             Header::Bytes(None) | Header::Text(None) | Header::Array(None) | Header::Map(None) => {
-                return Err(FormatError::Syntax {
-                    offset: at,
-                    what: "indefinite-length items are not allowed".into(),
-                })
+                return Err(indefinite(at))
             }
         })
     }
@@ -1174,16 +1173,6 @@ impl<'a> Parser<'a> {
     /// order. Checks what [`Parser::value`] and [`build_tree`] check together.
     fn tree(&mut self, depth: usize, refs: &mut Refs<'_>) -> Result<Pytree, FormatError> {
         let at = self.at();
-        let nested = || -> Result<(), FormatError> {
-            if depth >= MAX_DEPTH {
-                Err(FormatError::TooDeep {
-                    offset: at,
-                    limit: MAX_DEPTH,
-                })
-            } else {
-                Ok(())
-            }
-        };
         Ok(match self.pull()? {
             Header::Positive(u) => i64::try_from(u).map_or(Pytree::UInt(u), Pytree::Int),
             Header::Negative(n) => {
@@ -1200,7 +1189,7 @@ impl<'a> Parser<'a> {
             Header::Bytes(Some(n)) => Pytree::Bytes(self.take(n)?.to_vec()),
             Header::Text(Some(n)) => Pytree::Str(self.text_of(n, at)?.to_string()),
             Header::Array(Some(n)) => {
-                nested()?;
+                nest(at, depth)?;
                 let mut v = Vec::with_capacity(n.min(self.remaining()).min(TREE_PREALLOC_CAP));
                 for _ in 0..n {
                     v.push(match self.ref_fast(depth + 1, refs) {
@@ -1211,7 +1200,7 @@ impl<'a> Parser<'a> {
                 Pytree::List(v)
             }
             Header::Map(Some(n)) => {
-                nested()?;
+                nest(at, depth)?;
                 let cap = n.min(self.remaining() / 2).min(TREE_PREALLOC_CAP);
                 let mut m = PytreeMap::with_capacity_and_hasher(cap, Default::default());
                 for _ in 0..n {
@@ -1238,7 +1227,7 @@ impl<'a> Parser<'a> {
                 Pytree::Map(m)
             }
             Header::Tag(t) => {
-                nested()?;
+                nest(at, depth)?;
                 let cat = self.at();
                 // Tensor references are the bulk of a tree: take the expected uint directly.
                 if matches!(t, TAG_TENSOR | TAG_SCALAR | TAG_UINT) {
@@ -1272,10 +1261,7 @@ impl<'a> Parser<'a> {
                 }
             }
             Header::Bytes(None) | Header::Text(None) | Header::Array(None) | Header::Map(None) => {
-                return Err(FormatError::Syntax {
-                    offset: at,
-                    what: "indefinite-length items are not allowed".into(),
-                })
+                return Err(indefinite(at))
             }
         })
     }
