@@ -313,6 +313,12 @@ impl TensorLayout {
         })
     }
 
+    /// The dtype.
+    #[inline]
+    pub(crate) fn dtype(&self) -> DType {
+        self.dtype
+    }
+
     /// Whether this is the layout of `shape` elements of `dtype`.
     #[inline]
     pub(crate) fn is(&self, dtype: DType, shape: &[usize]) -> bool {

@@ -1210,18 +1210,13 @@ impl<'a> Parser<'a> {
                         Some(v) => v,
                         None => self.tree(depth + 1, refs)?,
                     };
-                    // Through the entry, not `insert`: that hands back the replaced value (a
-                    // whole Pytree) just to test it, copied through the stack.
-                    match m.entry(key.to_string()) {
-                        indexmap::map::Entry::Vacant(e) => {
-                            e.insert(v);
-                        }
-                        indexmap::map::Entry::Occupied(_) => {
-                            return Err(FormatError::DuplicateKey {
-                                offset: kat,
-                                key: key.to_string(),
-                            })
-                        }
+                    // One probe of the hash table (the entry API probes twice: to look, then
+                    // to insert). A duplicate key replaces the value, which is then an error.
+                    if m.insert_full(key.to_string(), v).1.is_some() {
+                        return Err(FormatError::DuplicateKey {
+                            offset: kat,
+                            key: key.to_string(),
+                        });
                     }
                 }
                 Pytree::Map(m)
@@ -1266,11 +1261,77 @@ impl<'a> Parser<'a> {
         })
     }
 
-    /// One tensor entry written exactly as the writer does (five keys in canonical order, short
-    /// dtype and shape heads), or `None` with the position unchanged: the general path then
-    /// parses the entry and reports any error. Accepts nothing the general path refuses.
+    /// The tensor entries of the header (`count` of them), their shapes appended to `dims`.
+    /// An entry whose bytes repeat the previous one's except for the offset and CRC values (runs
+    /// of tensors of one dtype and shape, as the writer makes them) is matched against those
+    /// bytes and shares the previous entry's shape in `dims`.
+    fn tensor_entries(&mut self, count: usize, dims: &mut Vec<usize>) -> Result<Vec<Entry>, FormatError> {
+        let cap = count.min(self.remaining() / 32);
+        let mut v: Vec<Entry> = Vec::with_capacity(cap);
+        *dims = Vec::with_capacity(cap * 2);
+        let mut prev: Option<EntryBytes> = None;
+        for index in 0..count {
+            if let (Some(pb), Some(pe)) = (&prev, v.last()) {
+                if let Some((e, b)) = self.tensor_entry_like(pb, pe) {
+                    v.push(e);
+                    prev = Some(b);
+                    continue;
+                }
+            }
+            match self.tensor_entry_fast(dims) {
+                Some((e, b)) => {
+                    v.push(e);
+                    prev = Some(b);
+                }
+                None => {
+                    v.push(self.tensor_entry(index, dims)?);
+                    prev = None;
+                }
+            }
+        }
+        Ok(v)
+    }
+
+    /// An entry whose bytes equal those of `prev` (parsed as `pe`) but for the values of `off`
+    /// and `crc32c`: the same dtype, shape and length, so it parses as `pe` with those two
+    /// values. `None` (position unchanged) for any other entry.
     #[inline(always)]
-    fn tensor_entry_fast(&mut self, dims: &mut Vec<usize>) -> Option<Entry> {
+    fn tensor_entry_like(&mut self, prev: &EntryBytes, pe: &Entry) -> Option<(Entry, EntryBytes)> {
+        let s = self.bytes;
+        let start = self.pos;
+        // `a5 63 "len" <len> 63 "off"`, then the offset.
+        let head = &s[prev.start..prev.off_at];
+        let off_at = start + head.len();
+        if !same_bytes(s.get(start..off_at)?, head) {
+            return None;
+        }
+        let mut i = off_at;
+        let off = uint_at(s, &mut i)?;
+        // `65 "dtype" <dtype> 65 "shape" <shape> 66 "crc32c"`, then the CRC.
+        let mid = &s[prev.off_end..prev.crc_at];
+        let off_end = i;
+        let crc_at = off_end + mid.len();
+        if !same_bytes(s.get(off_end..crc_at)?, mid) {
+            return None;
+        }
+        i = crc_at;
+        let crc32c = u32::try_from(uint_at(s, &mut i)?).ok()?;
+        self.pos = i;
+        let b = EntryBytes {
+            start,
+            off_at,
+            off_end,
+            crc_at,
+        };
+        Some((Entry { off, crc32c, ..*pe }, b))
+    }
+
+    /// One tensor entry written exactly as the writer does (five keys in canonical order, short
+    /// dtype and shape heads), and where its parts lie, or `None` with the position unchanged:
+    /// the general path then parses the entry and reports any error. Accepts nothing the
+    /// general path refuses.
+    #[inline(always)]
+    fn tensor_entry_fast(&mut self, dims: &mut Vec<usize>) -> Option<(Entry, EntryBytes)> {
         let start = self.pos;
         let ndims = dims.len();
         let e = self.tensor_entry_fast_inner(dims);
@@ -1282,7 +1343,7 @@ impl<'a> Parser<'a> {
     }
 
     #[inline(always)]
-    fn tensor_entry_fast_inner(&mut self, dims: &mut Vec<usize>) -> Option<Entry> {
+    fn tensor_entry_fast_inner(&mut self, dims: &mut Vec<usize>) -> Option<(Entry, EntryBytes)> {
         // Parsed from a local slice and index, with fixed-width big-endian reads: the position
         // is written back once, at the end.
         let s = self.bytes.get(self.pos..)?;
@@ -1295,7 +1356,9 @@ impl<'a> Parser<'a> {
             return None;
         }
         i += 4;
+        let off_at = i;
         let off = uint_at(s, &mut i)?;
+        let off_end = i;
         if s.get(i..i + 6)? != b"\x65dtype" {
             return None;
         }
@@ -1323,23 +1386,29 @@ impl<'a> Parser<'a> {
             return None;
         }
         i += 7;
+        let crc_at = i;
         let crc32c = u32::try_from(uint_at(s, &mut i)?).ok()?;
+        let start = self.pos;
         self.pos += i;
-        Some(Entry {
+        let b = EntryBytes {
+            start,
+            off_at: start + off_at,
+            off_end: start + off_end,
+            crc_at: start + crc_at,
+        };
+        let e = Entry {
             dtype,
             dims_at,
             ndim: nd,
             off,
             len,
             crc32c,
-        })
+        };
+        Some((e, b))
     }
 
     /// One tensor entry, parsed without building generic values; its shape is appended to `dims`.
     fn tensor_entry(&mut self, index: usize, dims: &mut Vec<usize>) -> Result<Entry, FormatError> {
-        if let Some(e) = self.tensor_entry_fast(dims) {
-            return Ok(e);
-        }
         let item = Item::TensorEntry;
         let at = self.at();
         let n = self.map_head(item, "")?;
@@ -1512,6 +1581,17 @@ struct Entry {
     off: u64,
     len: u64,
     crc32c: u32,
+}
+
+/// Where an entry parsed by [`Parser::tensor_entry_fast`] lies in the parser's bytes: it
+/// starts at `start`, its offset value at `off_at` and ends before `off_end`, its CRC value
+/// starts at `crc_at` (and ends the entry).
+#[derive(Clone, Copy, Debug)]
+struct EntryBytes {
+    start: usize,
+    off_at: usize,
+    off_end: usize,
+    crc_at: usize,
 }
 
 /// The tree with an empty placeholder tensor at each reference, and the references (index,
@@ -1699,13 +1779,7 @@ fn parse_raw(bytes: &[u8], file_len: u64) -> Result<RawHeader, FormatError> {
                 // reading entries, so another format or version gets the right error.
                 check_id(&fmt, &ver)?;
                 let count = p.array_head(item, "tensors")?;
-                let cap = count.min(p.remaining() / 32);
-                let mut v = Vec::with_capacity(cap);
-                dims = Vec::with_capacity(cap * 2);
-                for index in 0..count {
-                    v.push(p.tensor_entry(index, &mut dims)?);
-                }
-                tensors.replace(v).is_some()
+                tensors.replace(p.tensor_entries(count, &mut dims)?).is_some()
             }
             other => p.skip_unknown(other, &mut others)?,
         };
@@ -1765,27 +1839,20 @@ fn check_layout(
     // Validate every length against the file before anything is allocated for payloads.
     let too_large = FormatError::TooLarge { file_len };
     let mut cur = 0u64;
+    let mut prev: Option<&Entry> = None;
+    let mut head_len = 0;
     for (index, e) in entries.iter().enumerate() {
-        let shape = &dims[e.dims_at..e.dims_at + e.ndim];
-        // ndarray needs the product of the non-zero axes to fit isize.
-        let nonzero = shape
-            .iter()
-            .try_fold(1usize, |acc, &d| acc.checked_mul(d.max(1)))
-            .filter(|&p| p <= isize::MAX as usize);
-        match (nonzero, checked_nbytes(e.dtype, shape).ok()) {
-            (Some(_), Some(n)) if n as u64 == e.len => {}
-            (Some(_), Some(n)) => {
-                return Err(FormatError::LengthMismatch {
-                    index,
-                    expected: n as u64,
-                    found: e.len,
-                })
-            }
-            _ => return Err(FormatError::BadShape { index }),
+        // An entry of the previous one's dtype, shape and length passes the same size checks.
+        let same =
+            prev.is_some_and(|p| (p.dtype, p.dims_at, p.ndim, p.len) == (e.dtype, e.dims_at, e.ndim, e.len));
+        prev = Some(e);
+        if !same {
+            check_size(index, e, &dims[e.dims_at..e.dims_at + e.ndim])?;
+            head_len = payload_head_len(e.dtype, e.len);
         }
         // The layout rule, as `layout` computes it.
         let off = cur
-            .checked_add(payload_head_len(e.dtype, e.len))
+            .checked_add(head_len)
             .and_then(|x| align_up(x, align))
             .ok_or_else(|| too_large.clone())?;
         if e.off != off {
@@ -1802,6 +1869,24 @@ fn check_layout(
     match data_base.checked_add(datalen) {
         Some(end) if end < file_len => Ok((data_base, datalen)),
         _ => Err(too_large),
+    }
+}
+
+/// Checks that entry `index`'s `shape` fits ndarray and its dtype gives the entry's length.
+fn check_size(index: usize, e: &Entry, shape: &[usize]) -> Result<(), FormatError> {
+    // ndarray needs the product of the non-zero axes to fit isize.
+    let nonzero = shape
+        .iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d.max(1)))
+        .filter(|&p| p <= isize::MAX as usize);
+    match (nonzero, checked_nbytes(e.dtype, shape).ok()) {
+        (Some(_), Some(n)) if n as u64 == e.len => Ok(()),
+        (Some(_), Some(n)) => Err(FormatError::LengthMismatch {
+            index,
+            expected: n as u64,
+            found: e.len,
+        }),
+        _ => Err(FormatError::BadShape { index }),
     }
 }
 
@@ -2271,16 +2356,8 @@ mod direct {
             return None;
         }
         let count = p.array_head(Item::Header, "tensors").ok()?;
-        let cap = count.min(p.remaining() / 32);
-        let mut entries = Vec::with_capacity(cap);
-        let mut dims = Vec::with_capacity(cap * 2);
-        for index in 0..count {
-            let e = match p.tensor_entry_fast(&mut dims) {
-                Some(e) => e,
-                None => p.tensor_entry(index, &mut dims).ok()?,
-            };
-            entries.push(e);
-        }
+        let mut dims = Vec::new();
+        let entries = p.tensor_entries(count, &mut dims).ok()?;
         let header_len = 3 + p.pos() as u64;
         if !(8..=65536).contains(&align) || !align.is_power_of_two() {
             return None;
@@ -2337,7 +2414,7 @@ fn payloads(
     // parse_raw checked every payload lies inside the file.
     let payload = |e: &Entry| &bytes[base + e.off as usize..base + (e.off + e.len) as usize];
     let mut last = None;
-    let mut layout: Option<TensorLayout> = None;
+    let mut layout: Option<(TensorLayout, (usize, usize))> = None;
     let mut first = range.start;
     while first < range.end {
         // CRCs three at a time (see crc32c_x3), then each tensor in order.
@@ -2370,9 +2447,16 @@ fn payloads(
                 offset: pos as u64,
                 source: Box::new(source),
             };
+            // An entry sharing the last one's shape in `dims` (and its dtype) has its layout.
+            let at = (e.dims_at, e.ndim);
             let layout = match &layout {
-                Some(l) if l.is(e.dtype, shape) => l,
-                _ => layout.insert(TensorLayout::new(e.dtype, shape).map_err(tensor_err)?),
+                Some((l, a)) if *a == at && l.dtype() == e.dtype => l,
+                Some((l, _)) if l.is(e.dtype, shape) => l,
+                _ => {
+                    &layout
+                        .insert((TensorLayout::new(e.dtype, shape).map_err(tensor_err)?, at))
+                        .0
+                }
             };
             layout
                 .push_from_le_bytes(payload(e), &mut out)
@@ -2384,10 +2468,33 @@ fn payloads(
     Ok(out)
 }
 
+/// Whether `a` and `b` are equal. Lengths from 8 to 64 bytes (entry parts, padding and payload
+/// heads) are compared in 8-byte words inline, cheaper than a call to `memcmp` for so few.
+#[inline(always)]
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    let n = a.len();
+    if n != b.len() {
+        return false;
+    }
+    if !(8..=64).contains(&n) {
+        return a == b;
+    }
+    let word = |s: &[u8], i: usize| u64::from_le_bytes(s[i..i + 8].try_into().expect("8 bytes"));
+    let mut i = 0;
+    while i + 8 < n {
+        if word(a, i) != word(b, i) {
+            return false;
+        }
+        i += 8;
+    }
+    // The last word, overlapping the one before when n is not a multiple of 8.
+    word(a, n - 8) == word(b, n - 8)
+}
+
 /// Checks that `bytes` holds `expect` at `pos` (padding and payload heads).
 fn check_bytes(bytes: &[u8], pos: usize, expect: &[u8], index: usize) -> Result<(), FormatError> {
     let got = &bytes[pos..pos + expect.len()];
-    if got != expect {
+    if !same_bytes(got, expect) {
         let i = got.iter().zip(expect).position(|(a, b)| a != b).unwrap_or(0);
         return Err(FormatError::BadPadding {
             offset: (pos + i) as u64,
