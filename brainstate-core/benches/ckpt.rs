@@ -152,12 +152,17 @@ fn side_by_side(cases: &str) {
             }
             let fsize = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
             let _ = std::fs::remove_file(&path);
+            let mut sorted = tl.clone();
+            sorted.sort_by(f64::total_cmp);
+            let (lmin, lp25) = (sorted[0], sorted[sorted.len() / 4]);
             let (s, l) = (median(ts), median(tl));
             let (smb, lmb) = (nbytes as f64 / 1e6 / s, nbytes as f64 / 1e6 / l);
             println!(
-                "{case:>9} {label:>13}: save {:9.2} ms ({smb:8.1} MB/s)  load {:9.2} ms ({lmb:8.1} MB/s)  file {fsize} B",
+                "{case:>9} {label:>13}: save {:9.2} ms ({smb:8.1} MB/s)  load {:9.2} ms ({lmb:8.1} MB/s)  file {fsize} B  (load min {:.2} ms, p25 {:.2} ms)",
                 s * 1e3,
-                l * 1e3
+                l * 1e3,
+                lmin * 1e3,
+                lp25 * 1e3
             );
             summary.push(format!(
                 "\"{case}/{label}\": {{\"save\": {smb:.1}, \"load\": {lmb:.1}}}"
