@@ -334,7 +334,7 @@ impl TensorLayout {
     pub(crate) fn push_from_le_bytes(
         &self,
         bytes: &[u8],
-        out: &mut Vec<Option<Tensor>>,
+        out: &mut Vec<Tensor>,
     ) -> Result<(), TensorError> {
         #[cfg(target_endian = "little")]
         if self.dtype != DType::Bool && bytes.len() == self.nbytes {
@@ -346,11 +346,11 @@ impl TensorLayout {
                 // are the default row-major ones, which over exactly that many elements stay
                 // inside v and never alias two indices.
                 let a = unsafe { ArrayD::from_shape_vec_unchecked(shape, v) };
-                out.push(Some(Tensor { data: T::wrap(a) }));
+                out.push(Tensor { data: T::wrap(a) });
             });
             return Ok(());
         }
-        out.push(Some(Tensor::from_le_bytes(self.dtype, self.dim.slice(), bytes)?));
+        out.push(Tensor::from_le_bytes(self.dtype, self.dim.slice(), bytes)?);
         Ok(())
     }
 }
@@ -694,11 +694,11 @@ mod tests {
     fn layout_built_tensors_equal_from_le_bytes() {
         // The pushed tensor, checking that an error pushes nothing.
         fn build(l: &TensorLayout, bytes: &[u8]) -> Result<Tensor, TensorError> {
-            let mut out = vec![None];
+            let mut out = vec![Tensor::scalar(0u8)];
             match l.push_from_le_bytes(bytes, &mut out) {
                 Ok(()) => {
                     assert_eq!(out.len(), 2);
-                    Ok(out.pop().flatten().unwrap())
+                    Ok(out.pop().unwrap())
                 }
                 Err(e) => {
                     assert_eq!(out.len(), 1);

@@ -1139,10 +1139,11 @@ impl<'a> Parser<'a> {
     }
 
     /// A tensor or numpy-scalar reference at `depth` written as the writer does (`d9 b3 b0` or
-    /// `d9 b3 b1`, then an unsigned int), or `None` with the position
-    /// unchanged (the general path then parses the item and reports any error).
+    /// `d9 b3 b1`, then an unsigned int): its index and whether it is a numpy scalar; or
+    /// `None` with the position unchanged (the general path then parses the item and reports
+    /// any error).
     #[inline]
-    fn ref_fast(&mut self, depth: usize, refs: &mut Refs<'_>) -> Option<Pytree> {
+    fn ref_fast(&mut self, depth: usize) -> Option<(u64, bool)> {
         if depth >= MAX_DEPTH {
             return None;
         }
@@ -1155,18 +1156,13 @@ impl<'a> Parser<'a> {
         let mut end = self.pos + 3;
         let i = uint_at(self.bytes, &mut end)?;
         self.pos = end;
-        let t = refs.take(i, scalar);
-        Some(if scalar {
-            Pytree::Scalar(t)
-        } else {
-            Pytree::Tensor(t)
-        })
+        Some((i, scalar))
     }
 
     /// The tree skeleton, parsed straight into a [`Pytree`]: each tensor reference becomes an
     /// empty placeholder tensor and is recorded in `refs` (index, numpy scalar) in document
     /// order. Checks what [`Parser::value`] and [`build_tree`] check together.
-    fn tree(&mut self, depth: usize, refs: &mut Refs<'_>) -> Result<Pytree, FormatError> {
+    fn tree(&mut self, depth: usize, refs: &mut Refs) -> Result<Pytree, FormatError> {
         let at = self.at();
         Ok(match self.pull()? {
             Header::Positive(u) => i64::try_from(u).map_or(Pytree::UInt(u), Pytree::Int),
@@ -1187,8 +1183,8 @@ impl<'a> Parser<'a> {
                 nest(at, depth)?;
                 let mut v = Vec::with_capacity(n.min(self.remaining()).min(TREE_PREALLOC_CAP));
                 for _ in 0..n {
-                    v.push(match self.ref_fast(depth + 1, refs) {
-                        Some(x) => x,
+                    v.push(match self.ref_fast(depth + 1) {
+                        Some((i, scalar)) => refs.leaf(i, scalar),
                         None => self.tree(depth + 1, refs)?,
                     });
                 }
@@ -1201,8 +1197,8 @@ impl<'a> Parser<'a> {
                 for _ in 0..n {
                     let kat = self.at();
                     let key = self.key_fast()?;
-                    let v = match self.ref_fast(depth + 1, refs) {
-                        Some(v) => v,
+                    let v = match self.ref_fast(depth + 1) {
+                        Some((i, scalar)) => refs.leaf(i, scalar),
                         None => self.tree(depth + 1, refs)?,
                     };
                     // One probe of the hash table (the entry API probes twice: to look, then
@@ -1227,8 +1223,8 @@ impl<'a> Parser<'a> {
                                 unreachable!("major type 0 is an unsigned int")
                             };
                             return Ok(match t {
-                                TAG_TENSOR => Pytree::Tensor(refs.take(i, false)),
-                                TAG_SCALAR => Pytree::Scalar(refs.take(i, true)),
+                                TAG_TENSOR => refs.leaf(i, false),
+                                TAG_SCALAR => refs.leaf(i, true),
                                 _ => Pytree::UInt(i),
                             });
                         }
@@ -1603,18 +1599,19 @@ fn placeholder() -> Tensor {
 }
 
 /// The references met while parsing a tree, and the placeholder cloned for each; or, with
-/// `tensors`, the tensors taken directly (each once; `bad` records any other reference).
-struct Refs<'t> {
+/// `tensors`, the tensors taken directly, which must be referenced in file order (`bad`
+/// records any other reference).
+struct Refs {
     list: Vec<(u64, bool)>,
     placeholder: Tensor,
-    tensors: Option<&'t mut [Option<Tensor>]>,
+    tensors: Option<std::vec::IntoIter<Tensor>>,
     /// How many of `tensors` were taken.
     taken: usize,
     bad: bool,
 }
 
-impl Refs<'_> {
-    fn new() -> Refs<'static> {
+impl Refs {
+    fn new() -> Refs {
         Refs {
             list: Vec::new(),
             placeholder: placeholder(),
@@ -1624,28 +1621,26 @@ impl Refs<'_> {
         }
     }
 
-    /// The tensor for reference `i` (a numpy scalar if `scalar`): the placeholder, or the
-    /// tensor itself when they are given.
+    /// The leaf for reference `i` (a numpy scalar if `scalar`) holding the placeholder, or the
+    /// next tensor itself when they are given (taken in order: no slot is left behind). The
+    /// tensor is moved once, into the leaf.
     #[inline]
-    fn take(&mut self, i: u64, scalar: bool) -> Tensor {
+    fn leaf(&mut self, i: u64, scalar: bool) -> Pytree {
+        let wrap = if scalar { Pytree::Scalar } else { Pytree::Tensor };
         let Some(ts) = &mut self.tensors else {
             self.list.push((i, scalar));
-            return self.placeholder.clone();
+            return wrap(self.placeholder.clone());
         };
-        let t = usize::try_from(i)
-            .ok()
-            .and_then(|k| ts.get_mut(k))
-            .and_then(Option::take);
-        match t {
-            Some(t) if !scalar || t.ndim() == 0 => {
-                self.taken += 1;
-                t
-            }
-            _ => {
-                self.bad = true;
-                self.placeholder.clone()
+        if i == self.taken as u64 {
+            if let Some(t) = ts.next() {
+                if !scalar || t.ndim() == 0 {
+                    self.taken += 1;
+                    return wrap(t);
+                }
             }
         }
+        self.bad = true;
+        wrap(self.placeholder.clone())
     }
 }
 
@@ -2292,7 +2287,7 @@ pub fn decode_threads(bytes: &[u8], threads: usize) -> Result<Pytree, FormatErro
     };
     let trailer_at = (h.data_base + h.datalen) as usize;
     check_trailer(&bytes[trailer_at..], trailer_at as u64, n, h.datalen, hcrc)?;
-    let mut out = tensors;
+    let mut out: Vec<Option<Tensor>> = tensors.into_iter().map(Some).collect();
     assemble(h.tree, n, &mut |i| {
         out[i].take().ok_or(FormatError::BadTensorRef {
             offset: 0,
@@ -2364,11 +2359,11 @@ mod direct {
         let hcrc = crc32c::crc32c(&bytes[..header_len as usize]);
         let trailer_at = (data_base + datalen) as usize;
         check_trailer(&bytes[trailer_at..], trailer_at as u64, count, datalen, hcrc).ok()?;
-        let mut tensors = payloads(bytes, &entries, &dims, data_base, 0..count).ok()?;
+        let tensors = payloads(bytes, &entries, &dims, data_base, 0..count).ok()?;
         let mut refs = Refs::new();
-        refs.tensors = Some(&mut tensors);
+        refs.tensors = Some(tensors.into_iter());
         let tree = t.tree(1, &mut refs).ok()?;
-        // Each tensor is taken at most once, so all were taken when the count is reached.
+        // Tensors are taken in order, each once: all were taken when the count is reached.
         if refs.bad || t.pos() != tree_end || refs.taken != count {
             return None;
         }
@@ -2398,7 +2393,7 @@ fn payloads(
     dims: &[usize],
     data_base: u64,
     range: std::ops::Range<usize>,
-) -> Result<Vec<Option<Tensor>>, FormatError> {
+) -> Result<Vec<Tensor>, FormatError> {
     let base = data_base as usize;
     let mut expect = Vec::with_capacity(128);
     let mut out = Vec::with_capacity(range.len());
