@@ -326,7 +326,7 @@ impl<'a> Plan<'a> {
             None => None,
         };
         let total: u64 = tensors.iter().map(|t| t.nbytes() as u64).sum();
-        let two_cores = std::thread::available_parallelism().is_ok_and(|n| n.get() > 1);
+        let two_cores = super::cores() > 1;
         let (crcs, deferred) = match overlap {
             Some(o) if total >= o.min_total && two_cores => {
                 let mut deferred = Vec::new();
@@ -471,7 +471,7 @@ impl<'a> Plan<'a> {
     pub fn write_overlapped(&self, w: &mut super::TempFile) -> io::Result<Result<(), Vec<u32>>> {
         if !w.supports_write_at() {
             // Sequential writes only: the CRCs first (on several threads), then the file in order.
-            let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8);
+            let threads = super::cores().min(8);
             let crcs: Vec<u32> = self
                 .deferred
                 .iter()
@@ -519,7 +519,7 @@ impl<'a> Plan<'a> {
 /// CRC32C of every tensor; large totals are split over the available cores.
 fn crc_all(tensors: &[&Tensor]) -> Vec<u32> {
     let total: usize = tensors.iter().map(|t| t.nbytes()).sum();
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8);
+    let threads = super::cores().min(8);
     if total < (32 << 20) || threads == 1 {
         let mut out = Vec::with_capacity(tensors.len());
         let mut chunks = tensors.chunks_exact(3);
