@@ -1263,6 +1263,12 @@ impl<'a> Parser<'a> {
         let mut prev: Option<EntryBytes> = None;
         for index in 0..count {
             if let (Some(pb), Some(pe)) = (&prev, v.last()) {
+                if pb.fixed {
+                    if let Some(e) = self.tensor_entry_fixed(pb, pe) {
+                        v.push(e);
+                        continue;
+                    }
+                }
                 if let Some((e, b)) = self.tensor_entry_like(pb, pe) {
                     v.push(e);
                     prev = Some(b);
@@ -1281,6 +1287,30 @@ impl<'a> Parser<'a> {
             }
         }
         Ok(v)
+    }
+
+    /// An entry whose bytes equal those of `prev` (parsed as `pe`, its offset and CRC written
+    /// as 4-byte ints, see [`EntryBytes::fixed`]) at every place but the 8 bytes of those two
+    /// values: it parses as `pe` with them. Most entries of a large file, whose offsets and
+    /// CRCs take 4 bytes; `None` (position unchanged) for any other.
+    #[inline(always)]
+    fn tensor_entry_fixed(&mut self, prev: &EntryBytes, pe: &Entry) -> Option<Entry> {
+        let s = self.bytes;
+        let p = &s[prev.start..prev.end];
+        let (h, c) = (prev.off_at - prev.start, prev.crc_at - prev.start);
+        let e = s.get(self.pos..self.pos + p.len())?;
+        // The heads of the two values, then everything before, between and after them.
+        if e[h] != 0x1a || e[c] != 0x1a || !same_bytes(&e[..h], &p[..h]) || !same_bytes(&e[h + 5..c], &p[h + 5..c]) {
+            return None;
+        }
+        let off = u32::from_be_bytes(e[h + 1..h + 5].try_into().ok()?);
+        let crc32c = u32::from_be_bytes(e[c + 1..c + 5].try_into().ok()?);
+        self.pos += p.len();
+        Some(Entry {
+            off: off as u64,
+            crc32c,
+            ..*pe
+        })
     }
 
     /// An entry whose bytes equal those of `prev` (parsed as `pe`) but for the values of `off`
@@ -1308,12 +1338,7 @@ impl<'a> Parser<'a> {
         i = crc_at;
         let crc32c = u32::try_from(uint_at(s, &mut i)?).ok()?;
         self.pos = i;
-        let b = EntryBytes {
-            start,
-            off_at,
-            off_end,
-            crc_at,
-        };
+        let b = EntryBytes::new(s, start, off_at, off_end, crc_at, i);
         Some((Entry { off, crc32c, ..*pe }, b))
     }
 
@@ -1381,12 +1406,14 @@ impl<'a> Parser<'a> {
         let crc32c = u32::try_from(uint_at(s, &mut i)?).ok()?;
         let start = self.pos;
         self.pos += i;
-        let b = EntryBytes {
+        let b = EntryBytes::new(
+            self.bytes,
             start,
-            off_at: start + off_at,
-            off_end: start + off_end,
-            crc_at: start + crc_at,
-        };
+            start + off_at,
+            start + off_end,
+            start + crc_at,
+            start + i,
+        );
         let e = Entry {
             dtype,
             dims_at,
@@ -1576,13 +1603,31 @@ struct Entry {
 
 /// Where an entry parsed by [`Parser::tensor_entry_fast`] lies in the parser's bytes: it
 /// starts at `start`, its offset value at `off_at` and ends before `off_end`, its CRC value
-/// starts at `crc_at` (and ends the entry).
+/// starts at `crc_at` and ends the entry at `end`.
 #[derive(Clone, Copy, Debug)]
 struct EntryBytes {
     start: usize,
     off_at: usize,
     off_end: usize,
     crc_at: usize,
+    end: usize,
+    /// Whether the offset and the CRC are both 4-byte ints (`1a` and 4 bytes), as in most
+    /// entries of a large file ([`Parser::tensor_entry_fixed`]).
+    fixed: bool,
+}
+
+impl EntryBytes {
+    fn new(bytes: &[u8], start: usize, off_at: usize, off_end: usize, crc_at: usize, end: usize) -> EntryBytes {
+        let four = |at: usize, end: usize| end - at == 5 && bytes[at] == 0x1a;
+        EntryBytes {
+            start,
+            off_at,
+            off_end,
+            crc_at,
+            end,
+            fixed: four(off_at, off_end) && four(crc_at, end),
+        }
+    }
 }
 
 /// The tree with an empty placeholder tensor at each reference, and the references (index,
