@@ -339,8 +339,10 @@ impl TensorLayout {
         #[cfg(target_endian = "little")]
         if self.dtype != DType::Bool && bytes.len() == self.nbytes {
             by_native_type!(self.dtype, T => {
-                let v = native_vec::<T>(bytes);
+                // The shape first: built after the copy, its stores queued behind the copy's
+                // into memory not yet in cache, and ndarray's loads of it waited for all of them.
                 let shape = self.dim.clone().strides(self.strides.clone());
+                let v = native_vec::<T>(bytes);
                 // SAFETY: the shape's element count is v.len() (checked_nbytes checked the byte
                 // size, and that the product of the non-zero axes fits isize), and the strides
                 // are the default row-major ones, which over exactly that many elements stay
