@@ -1300,7 +1300,11 @@ impl<'a> Parser<'a> {
         let (h, c) = (prev.off_at - prev.start, prev.crc_at - prev.start);
         let e = s.get(self.pos..self.pos + p.len())?;
         // The heads of the two values, then everything before, between and after them.
-        if e[h] != 0x1a || e[c] != 0x1a || !same_bytes(&e[..h], &p[..h]) || !same_bytes(&e[h + 5..c], &p[h + 5..c]) {
+        if e[h] != 0x1a
+            || e[c] != 0x1a
+            || !same_bytes(&e[..h], &p[..h])
+            || !same_bytes(&e[h + 5..c], &p[h + 5..c])
+        {
             return None;
         }
         let off = u32::from_be_bytes(e[h + 1..h + 5].try_into().ok()?);
@@ -1617,7 +1621,14 @@ struct EntryBytes {
 }
 
 impl EntryBytes {
-    fn new(bytes: &[u8], start: usize, off_at: usize, off_end: usize, crc_at: usize, end: usize) -> EntryBytes {
+    fn new(
+        bytes: &[u8],
+        start: usize,
+        off_at: usize,
+        off_end: usize,
+        crc_at: usize,
+        end: usize,
+    ) -> EntryBytes {
         let four = |at: usize, end: usize| end - at == 5 && bytes[at] == 0x1a;
         EntryBytes {
             start,
