@@ -2668,6 +2668,61 @@ mod tests {
     }
 
     #[test]
+    fn same_bytes_equals_slice_equality() {
+        let a: Vec<u8> = (0..80u8).map(|i| i.wrapping_mul(37)).collect();
+        for n in 0..=80 {
+            assert!(super::same_bytes(&a[..n], &a[..n]));
+            for at in 0..n {
+                let mut b = a[..n].to_vec();
+                b[at] ^= 0x10;
+                assert!(!super::same_bytes(&a[..n], &b), "{n} {at}");
+            }
+            if n > 0 {
+                assert!(!super::same_bytes(&a[..n], &a[..n - 1]));
+            }
+        }
+    }
+
+    #[test]
+    fn repeated_entries_parse_as_the_general_parser_does() {
+        // Runs of one dtype and shape (whose entries are matched against the previous one's
+        // bytes), offsets and CRCs of every width (zero payloads give one small CRC, others
+        // large ones; offsets pass 2^8 and 2^16), 0-d entries next to 1-d ones (both share a
+        // place in the shape list), n-d shapes and a change of dtype within a shape.
+        let mut tree = Pytree::map();
+        for i in 0..400usize {
+            let t = match i % 40 {
+                0..=9 => Tensor::zeros(DType::F32, &[100]).unwrap(),
+                10..=19 => Tensor::from_vec(&[100], (0..100).map(|k| (k * i) as f32).collect()).unwrap(),
+                20 | 21 => Tensor::scalar(i as f64),
+                22..=29 => Tensor::from_vec(&[2, 3], vec![i as i32; 6]).unwrap(),
+                30..=34 => Tensor::from_vec(&[2, 3], vec![i as i64; 6]).unwrap(),
+                _ => Tensor::from_vec(&[3], vec![i as u8, 1, 2]).unwrap(),
+            };
+            tree = tree.with(format!("t{i}"), t);
+        }
+        let bytes = super::encode(&tree).unwrap();
+        let h = super::parse_raw(&bytes, bytes.len() as u64).unwrap();
+        // The general parser, entry by entry, from the same place.
+        let start = bytes.windows(8).position(|w| w == b"\x67tensors").unwrap() + 8;
+        let mut p = super::Parser::new(&bytes[3..], 3);
+        p.pos = start - 3;
+        let n = p.array_head(super::Item::Header, "tensors").unwrap();
+        assert_eq!(n, h.entries.len());
+        let mut dims = Vec::new();
+        for (index, e) in h.entries.iter().enumerate() {
+            let g = p.tensor_entry(index, &mut dims).unwrap();
+            assert_eq!(
+                (g.dtype, g.off, g.len, g.crc32c),
+                (e.dtype, e.off, e.len, e.crc32c),
+                "{index}"
+            );
+            assert_eq!(&dims[g.dims_at..g.dims_at + g.ndim], h.shape(e), "{index}");
+        }
+        assert!(super::decode(&bytes).unwrap() == tree);
+    }
+
+    #[test]
     fn dtype_from_bytes_knows_every_name() {
         for d in crate::DType::ALL {
             assert_eq!(super::dtype_from_bytes(d.name().as_bytes()), Some(d));
