@@ -157,6 +157,16 @@ impl Events {
     }
 
     fn scan(&mut self, x: &[f32], cols: usize, max_nnz: usize, pick: Pick) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU has AVX-512F (checked above).
+            return unsafe {
+                match pick {
+                    Pick::Nonzero => self.collect_rows_avx512::<true>(x, cols, max_nnz, 0.0),
+                    Pick::AtLeast(th) => self.collect_rows_avx512::<false>(x, cols, max_nnz, th),
+                }
+            };
+        }
         crate::par::wide(
             #[inline(always)]
             || match pick {
@@ -166,6 +176,81 @@ impl Events {
                 }
             },
         )
+    }
+
+    /// [`Events::collect_rows`] without a branch per 16 values: each vector compare's mask
+    /// compress-stores the picked columns (and values) straight into the lists' spare capacity,
+    /// so sparse rows cost no mispredicted branches. The same lists; the limit is checked at
+    /// the end of each row (the lists hold at most one row more than `max_nnz`).
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,popcnt")]
+    unsafe fn collect_rows_avx512<const VALUED: bool>(
+        &mut self,
+        x: &[f32],
+        cols: usize,
+        max_nnz: usize,
+        th: f32,
+    ) -> bool {
+        use std::arch::x86_64::*;
+        let lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+        let (zero, one, thv) = (_mm512_setzero_ps(), _mm512_set1_ps(1.0), _mm512_set1_ps(th));
+        let mut not_one = 0u16;
+        for row in x.chunks_exact(cols) {
+            // Room for every column of the row: the stores below stay in the capacity.
+            self.idx.reserve(cols);
+            if VALUED {
+                self.val.reserve(cols);
+            }
+            let mut n = self.idx.len();
+            let (ip, vp) = (self.idx.as_mut_ptr(), self.val.as_mut_ptr());
+            let mut chunks = row.chunks_exact(16);
+            let mut base = 0;
+            for chunk in &mut chunks {
+                // SAFETY: `chunk` holds 16 values; at most 16 picks go to `n..n + 16`, and
+                // `n - len <= cols` over the row, within the capacity reserved above (`val`
+                // grows in step with `idx` when VALUED).
+                unsafe {
+                    let v = _mm512_loadu_ps(chunk.as_ptr());
+                    let mask = if VALUED {
+                        _mm512_cmp_ps_mask::<_CMP_NEQ_UQ>(v, zero)
+                    } else {
+                        _mm512_cmp_ps_mask::<_CMP_GE_OQ>(v, thv)
+                    };
+                    let cols = _mm512_add_epi32(lanes, _mm512_set1_epi32(base as i32));
+                    _mm512_mask_compressstoreu_epi32(ip.add(n).cast(), mask, cols);
+                    if VALUED {
+                        _mm512_mask_compressstoreu_ps(vp.add(n).cast(), mask, v);
+                        not_one |= mask & !_mm512_cmp_ps_mask::<_CMP_EQ_OQ>(v, one);
+                    }
+                    n += mask.count_ones() as usize;
+                }
+                base += 16;
+            }
+            // SAFETY: every slot below `n` was written (above, or before this row), and `n` is
+            // within the capacity.
+            unsafe {
+                self.idx.set_len(n);
+                if VALUED {
+                    self.val.set_len(n);
+                }
+            }
+            for (j, &v) in chunks.remainder().iter().enumerate() {
+                let picked = if VALUED { v != 0.0 } else { v >= th };
+                if picked {
+                    self.idx.push((base + j) as u32);
+                    if VALUED {
+                        self.val.push(v);
+                        self.binary &= v == 1.0;
+                    }
+                }
+            }
+            self.row_ptr.push(self.idx.len());
+            if self.idx.len() > max_nnz {
+                return false;
+            }
+        }
+        self.binary &= not_one == 0;
+        true
     }
 
     /// The scan of [`Events::collect`]: 16 values at a time into a bit mask, then only the set
@@ -312,6 +397,69 @@ unsafe fn masks16_avx512(c: &[f32; 16]) -> (u16, u16) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The AVX-512 scan (compress-stores) gives the lists of the generic one, and refuses the
+    /// same inputs: values and spikes, NaN, values other than 1, rows with a partial last chunk.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn vector_scan_equals_the_generic_scan() {
+        if !std::arch::is_x86_feature_detected!("avx512f") {
+            eprintln!("no AVX-512 here: the generic scan is the only one");
+            return;
+        }
+        for (rows, cols, binary) in [
+            (7, 45, true),
+            (7, 45, false),
+            (5, 16, false),
+            (4, 3, true),
+            (30, 1000, true),
+        ] {
+            let mut seed = 99u64;
+            let mut next = || {
+                seed = seed
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                (seed >> 33) as u32
+            };
+            let x: Vec<f32> = (0..rows * cols)
+                .map(|_| match next() % 100 {
+                    0..=7 => 1.0,
+                    8..=9 if !binary => 0.5 + (next() % 4) as f32,
+                    10 if !binary => f32::NAN,
+                    _ => 0.0,
+                })
+                .collect();
+            let n = x.iter().filter(|&&v| v != 0.0).count();
+            for max in [n.saturating_sub(1), n, rows * cols] {
+                for pick in [Pick::Nonzero, Pick::AtLeast(1.0)] {
+                    let (mut a, mut b) = (Events::default(), Events::default());
+                    a.reset(cols);
+                    b.reset(cols);
+                    // SAFETY: the CPU has AVX-512F (checked above).
+                    let ok_a = unsafe {
+                        match pick {
+                            Pick::Nonzero => a.collect_rows_avx512::<true>(&x, cols, max, 0.0),
+                            Pick::AtLeast(th) => a.collect_rows_avx512::<false>(&x, cols, max, th),
+                        }
+                    };
+                    let ok_b = match pick {
+                        Pick::Nonzero => {
+                            b.collect_rows::<true>(&x, cols, max, |c| masks16(c).0, |v| v != 0.0)
+                        }
+                        Pick::AtLeast(th) => {
+                            b.collect_rows::<false>(&x, cols, max, |c| at_least16(c, th), |v| v >= th)
+                        }
+                    };
+                    assert_eq!(ok_a, ok_b, "{rows}x{cols}, max {max} of {n}");
+                    if ok_a {
+                        assert_eq!((&a.row_ptr, &a.idx, a.binary), (&b.row_ptr, &b.idx, b.binary));
+                        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                        assert_eq!(bits(&a.val), bits(&b.val));
+                    }
+                }
+            }
+        }
+    }
 
     /// Events of the spikes `x >= v_th`, collected from the potentials, equal those collected from
     /// the 0/1 spike rows, and both refuse (too many events, or a dense probe) together.
