@@ -12,7 +12,7 @@ use ndarray::{Array1, Array2, ArrayView2, ArrayViewMut2};
 /// Most nonzeros for which the event path (a spike adds a row of weights, silence costs nothing)
 /// beats the matrix multiply: an event costs about `n_out + 16` scalar adds, the multiply
 /// `rows * n_in * n_out` multiply-adds at about 8 per add of the event loop.
-fn max_events(rows: usize, n_in: usize, n_out: usize) -> usize {
+pub(crate) fn max_events(rows: usize, n_in: usize, n_out: usize) -> usize {
     rows * n_in * n_out / (8 * (n_out + 16))
 }
 
@@ -25,7 +25,7 @@ const PACK_MIN: usize = 1 << 14;
 
 /// Products small enough that direct loops (skipping zero inputs) beat the matrix multiply's
 /// packing and the event list's bookkeeping.
-fn small(rows: usize, n_in: usize, n_out: usize) -> bool {
+pub(crate) fn small(rows: usize, n_in: usize, n_out: usize) -> bool {
     n_in * n_out <= 256 && rows * n_in * n_out <= 1 << 16
 }
 
@@ -1196,7 +1196,8 @@ fn narrow_d_in_part(d_in: &mut [f32], d: &[f32], wt: &[f32], n_in: usize, n_out:
     par::wide(
         #[inline(always)]
         || {
-            // 8 vectors of accumulators: enough independent chains to hide the FMA latency.
+            // Two rows at a time, 8 vectors of accumulators each: 16 independent chains hide
+            // the FMA latency, and each vector of W^T loaded serves both rows.
             const B: usize = 128;
             let block = |ir: &mut [f32], dr: &[f32], lo: usize| {
                 let mut acc = [0.0f32; B];
@@ -1208,14 +1209,33 @@ fn narrow_d_in_part(d_in: &mut [f32], d: &[f32], wt: &[f32], n_in: usize, n_out:
                 }
                 ir[lo..lo + B].copy_from_slice(&acc);
             };
+            let block2 = |ir: &mut [f32], dr: &[f32], lo: usize| {
+                let (mut a0, mut a1) = ([0.0f32; B], [0.0f32; B]);
+                let (d0, d1) = dr.split_at(n_out);
+                for (j, (&x0, &x1)) in d0.iter().zip(d1).enumerate() {
+                    let w: &[f32; B] = wt[j * n_in + lo..j * n_in + lo + B].try_into().expect("128");
+                    for ((a0, a1), &w) in a0.iter_mut().zip(a1.iter_mut()).zip(w) {
+                        *a0 = x0.mul_add(w, *a0);
+                        *a1 = x1.mul_add(w, *a1);
+                    }
+                }
+                ir[lo..lo + B].copy_from_slice(&a0);
+                ir[n_in + lo..n_in + lo + B].copy_from_slice(&a1);
+            };
             if n_in >= B {
                 // Block by block, so the block's 128 columns of W^T stay in L1 over all rows.
                 // The last block overlaps the one before when B does not divide n_in;
                 // overlapping values are computed the same way and written with the same bits.
                 let last = (n_in & (B - 1) != 0).then_some(n_in - B);
                 for lo in (0..n_in - B + 1).step_by(B).chain(last) {
-                    for (ir, dr) in d_in.chunks_exact_mut(n_in).zip(d.chunks_exact(n_out)) {
-                        block(ir, dr, lo);
+                    let mut pairs = d_in.chunks_exact_mut(2 * n_in).zip(d.chunks_exact(2 * n_out));
+                    for (ir, dr) in &mut pairs {
+                        block2(ir, dr, lo);
+                    }
+                    let rows = d.len() / n_out;
+                    if rows % 2 == 1 {
+                        let at = rows - 1;
+                        block(&mut d_in[at * n_in..], &d[at * n_out..], lo);
                     }
                 }
             } else {

@@ -42,11 +42,12 @@ pub use dense::Dense;
 
 /// The library doing the large matrix products: `"openblas"` with the `openblas` feature (the
 /// system OpenBLAS; on CPUs its runtime detection does not know, set `OPENBLAS_CORETYPE`, e.g.
-/// `SkylakeX` or `Haswell`, or it falls back to slow generic kernels), else `"matrixmultiply"`.
+/// `SkylakeX` or `Haswell`, or it falls back to slow generic kernels), else `"gemm"` (the `gemm`
+/// crate's AVX-512 / AVX2 kernels, chosen at run time).
 pub const MATMUL_BACKEND: &str = if cfg!(feature = "openblas") {
     "openblas"
 } else {
-    "matrixmultiply"
+    "gemm"
 };
 
 /// The kernel set OpenBLAS chose for this CPU (`OPENBLAS_CORETYPE` or its own detection), e.g.

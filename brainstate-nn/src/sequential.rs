@@ -1,12 +1,12 @@
 //! `Sequential` containers, the tutorial network, and the `x >> layer >> layer` spelling.
 
-use crate::dense::Dense;
+use crate::dense::{max_events, small, Dense};
 use crate::error::{NnError, Result};
 use crate::init::Init;
 use crate::layer::{chain_backward, chain_step, check_chain, label_of, Layer, ParamVisitor, Record};
 use crate::mode::Mode;
 use crate::neurons::{Expon, Integrator, Lif, LifParams};
-use crate::signal::Signal;
+use crate::signal::{Events, Signal};
 use brainstate_core::NodeName;
 use ndarray::{Array2, ArrayView2};
 use std::ops::Shr;
@@ -260,8 +260,10 @@ pub struct TutorialSnn {
     pub r2o: Sequential,
     mode: Mode,
     /// The spikes of `r` at the step being run backwards (the input of `r2o`), rebuilt from its
-    /// recorded potentials instead of recorded by `r2o`.
+    /// recorded potentials instead of recorded by `r2o`: as events when `r2o`'s Dense would take
+    /// the event path for them, else as 0/1 rows.
     spikes: Vec<f32>,
+    spike_events: Events,
 }
 
 /// Configuration of [`TutorialSnn`]; `Default` is the tutorial's.
@@ -340,6 +342,7 @@ impl TutorialSnn {
             r2o,
             mode,
             spikes: Vec::new(),
+            spike_events: Events::default(),
         })
     }
 
@@ -392,10 +395,28 @@ impl Layer for TutorialSnn {
         want_d_in: bool,
     ) -> Result<&[f32]> {
         let d = self.o.backward(dt, t, None, d_out, true)?;
-        let spikes = self
-            .r
-            .recorded_spikes(t, &mut self.spikes)
-            .then_some(Signal::Dense(&self.spikes));
+        let (n_rec, n_out) = (self.r.num_out(), self.r2o.num_out());
+        let v_th = self.r.params().v_th;
+        let spikes = match self.r.recorded_v_pre(t) {
+            // Events straight from the potentials (no 0/1 rows written and scanned again) when
+            // r2o's Dense would turn those rows into events itself: the same events, so the
+            // same gradient bits.
+            Some(vp)
+                if !small(vp.len() / n_rec.max(1), n_rec, n_out)
+                    && self.spike_events.collect_spikes(
+                        vp,
+                        n_rec,
+                        v_th,
+                        max_events(vp.len() / n_rec.max(1), n_rec, n_out),
+                    ) =>
+            {
+                Some(Signal::Events(self.spike_events.view()))
+            }
+            _ => self
+                .r
+                .recorded_spikes(t, &mut self.spikes)
+                .then_some(Signal::Dense(&self.spikes)),
+        };
         let d = self.r2o.backward(dt, t, spikes, d, true)?;
         let d = self.r.backward(dt, t, None, d, true)?;
         self.i2r.backward(dt, t, input, d, want_d_in)

@@ -1,7 +1,8 @@
 //! No allocation per time step: once warmed up, a training epoch allocates the same number of
 //! times whether it runs 20 or 60 steps (counted with a counting global allocator). With dense
-//! input the matrix multiply (matrixmultiply's sgemm) allocates its packing buffer once per call:
-//! that is the only per-step allocation, two calls per step.
+//! input the matrix product (the `gemm` crate) allocates its packing buffers (two) once per call:
+//! that is the only per-step allocation. At 50 % input here the input layer's product runs once
+//! per 8 steps forward (announced ahead) and its weight gradient once per step.
 use brainstate_nn::*;
 use ndarray::Array3;
 use rand::{Rng, SeedableRng};
@@ -72,9 +73,10 @@ fn epoch_allocations_do_not_grow_with_time_steps() {
             assert_eq!(a, b, "rate {rate}: {a} allocations for 20 steps, {b} for 60");
             assert!(b < 100, "a handful per epoch, not per step: {b}");
         } else {
+            // 40 more steps: 45 product calls of two buffers each.
             assert!(
-                b - a <= 2 * 40,
-                "rate {rate}: only sgemm's packing buffers: {a} vs {b}"
+                b - a <= 2 * 45,
+                "rate {rate}: only the products' packing buffers: {a} vs {b}"
             );
         }
     }
