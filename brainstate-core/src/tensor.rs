@@ -201,22 +201,23 @@ fn native_vec<T: Storable>(bytes: &[u8]) -> Vec<T> {
     v
 }
 
-/// Hints the CPU to fetch, for writing, the memory just after a small buffer of `len` bytes at
+/// Hints the CPU to fetch into cache the memory just after a small buffer of `len` bytes at
 /// `p`: allocators hand out runs of same-sized blocks one after the other, so that is most
 /// likely where the next tensor of a checkpoint is copied, and its copy then finds the memory
 /// in cache instead of waiting for it. Only a hint: nothing is read or written, and a wrong
-/// guess costs nothing but the fetch.
+/// guess costs nothing but the fetch. (`prefetcht0`: x86_64 without the `prfchw` feature has
+/// no prefetch for writing, and LLVM emits this for `_MM_HINT_ET0` too.)
 #[inline(always)]
 fn prefetch_next(p: *const u8, len: usize) {
     #[cfg(target_arch = "x86_64")]
     if len <= 1024 {
-        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_ET0};
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
         let mut off = len;
         while off < 2 * len + 64 {
             // SAFETY: a prefetch never faults nor changes memory, whatever the address (which
             // is computed with wrapping arithmetic, never dereferenced); SSE, which it needs, is
             // part of every x86_64 CPU.
-            unsafe { _mm_prefetch::<_MM_HINT_ET0>(p.wrapping_add(off).cast()) };
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(off).cast()) };
             off += 64;
         }
     }
