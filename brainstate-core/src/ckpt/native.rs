@@ -1682,21 +1682,31 @@ impl Refs {
     /// tensor is moved once, into the leaf.
     #[inline]
     fn leaf(&mut self, i: u64, scalar: bool) -> Pytree {
-        let wrap = if scalar { Pytree::Scalar } else { Pytree::Tensor };
+        let t = self.tensor(i, scalar);
+        if scalar {
+            Pytree::Scalar(t)
+        } else {
+            Pytree::Tensor(t)
+        }
+    }
+
+    /// The tensor of [`Refs::leaf`].
+    #[inline(always)]
+    fn tensor(&mut self, i: u64, scalar: bool) -> Tensor {
         let Some(ts) = &mut self.tensors else {
             self.list.push((i, scalar));
-            return wrap(self.placeholder.clone());
+            return self.placeholder.clone();
         };
         if i == self.taken as u64 {
             if let Some(t) = ts.next() {
                 if !scalar || t.ndim() == 0 {
                     self.taken += 1;
-                    return wrap(t);
+                    return t;
                 }
             }
         }
         self.bad = true;
-        wrap(self.placeholder.clone())
+        self.placeholder.clone()
     }
 }
 
