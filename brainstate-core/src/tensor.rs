@@ -353,7 +353,12 @@ impl TensorLayout {
     /// through the stack right after it was written, and that load waited for the copy of the
     /// payload into memory not yet in cache.
     #[inline(always)]
-    pub(crate) fn push_from_le_bytes(&self, bytes: &[u8], out: &mut Vec<Tensor>) -> Result<(), TensorError> {
+    pub(crate) fn push_from_le_bytes<P>(
+        &self,
+        bytes: &[u8],
+        out: &mut Vec<P>,
+        wrap: impl Fn(Tensor) -> P,
+    ) -> Result<(), TensorError> {
         #[cfg(target_endian = "little")]
         if self.dtype != DType::Bool && bytes.len() == self.nbytes {
             by_native_type!(self.dtype, T => {
@@ -367,11 +372,11 @@ impl TensorLayout {
                 // are the default row-major ones, which over exactly that many elements stay
                 // inside v and never alias two indices.
                 let a = unsafe { ArrayD::from_shape_vec_unchecked(shape, v) };
-                out.push(Tensor { data: T::wrap(a) });
+                out.push(wrap(Tensor { data: T::wrap(a) }));
             });
             return Ok(());
         }
-        out.push(Tensor::from_le_bytes(self.dtype, self.dim.slice(), bytes)?);
+        out.push(wrap(Tensor::from_le_bytes(self.dtype, self.dim.slice(), bytes)?));
         Ok(())
     }
 }
@@ -716,7 +721,7 @@ mod tests {
         // The pushed tensor, checking that an error pushes nothing.
         fn build(l: &TensorLayout, bytes: &[u8]) -> Result<Tensor, TensorError> {
             let mut out = vec![Tensor::scalar(0u8)];
-            match l.push_from_le_bytes(bytes, &mut out) {
+            match l.push_from_le_bytes(bytes, &mut out, |t| t) {
                 Ok(()) => {
                     assert_eq!(out.len(), 2);
                     Ok(out.pop().unwrap())

@@ -1660,7 +1660,7 @@ fn placeholder() -> Tensor {
 struct Refs {
     list: Vec<(u64, bool)>,
     placeholder: Tensor,
-    tensors: Option<std::vec::IntoIter<Tensor>>,
+    tensors: Option<std::vec::IntoIter<Pytree>>,
     /// How many of `tensors` were taken.
     taken: usize,
     bad: bool,
@@ -1682,31 +1682,43 @@ impl Refs {
     /// tensor is moved once, into the leaf.
     #[inline]
     fn leaf(&mut self, i: u64, scalar: bool) -> Pytree {
-        let t = self.tensor(i, scalar);
-        if scalar {
-            Pytree::Scalar(t)
-        } else {
-            Pytree::Tensor(t)
-        }
-    }
-
-    /// The tensor of [`Refs::leaf`].
-    #[inline(always)]
-    fn tensor(&mut self, i: u64, scalar: bool) -> Tensor {
         let Some(ts) = &mut self.tensors else {
             self.list.push((i, scalar));
-            return self.placeholder.clone();
+            return wrap(self.placeholder.clone(), scalar);
         };
         if i == self.taken as u64 {
-            if let Some(t) = ts.next() {
-                if !scalar || t.ndim() == 0 {
+            match (ts.next(), scalar) {
+                // The leaf as built: moved once more, into the tree.
+                (Some(leaf @ Pytree::Tensor(_)), false) => {
                     self.taken += 1;
-                    return t;
+                    return leaf;
                 }
+                (Some(Pytree::Tensor(t)), true) if t.ndim() == 0 => {
+                    self.taken += 1;
+                    return Pytree::Scalar(t);
+                }
+                _ => {}
             }
         }
         self.bad = true;
-        self.placeholder.clone()
+        wrap(self.placeholder.clone(), scalar)
+    }
+}
+
+/// `t` as a tensor leaf, or a numpy-scalar one.
+fn wrap(t: Tensor, scalar: bool) -> Pytree {
+    if scalar {
+        Pytree::Scalar(t)
+    } else {
+        Pytree::Tensor(t)
+    }
+}
+
+/// The tensor of a leaf that [`payloads`] built (always a tensor leaf).
+fn tensor_of(p: Pytree) -> Option<Tensor> {
+    match p {
+        Pytree::Tensor(t) => Some(t),
+        _ => None,
     }
 }
 
@@ -2353,7 +2365,7 @@ pub fn decode_threads(bytes: &[u8], threads: usize) -> Result<Pytree, FormatErro
     };
     let trailer_at = (h.data_base + h.datalen) as usize;
     check_trailer(&bytes[trailer_at..], trailer_at as u64, n, h.datalen, hcrc)?;
-    let mut out: Vec<Option<Tensor>> = tensors.into_iter().map(Some).collect();
+    let mut out: Vec<Option<Tensor>> = tensors.into_iter().map(tensor_of).collect();
     assemble(h.tree, n, &mut |i| {
         out[i].take().ok_or(FormatError::BadTensorRef {
             offset: 0,
@@ -2459,7 +2471,7 @@ fn payloads(
     dims: &[usize],
     data_base: u64,
     range: std::ops::Range<usize>,
-) -> Result<Vec<Tensor>, FormatError> {
+) -> Result<Vec<Pytree>, FormatError> {
     let base = data_base as usize;
     let mut expect = Vec::with_capacity(128);
     let mut out = Vec::with_capacity(range.len());
@@ -2516,7 +2528,7 @@ fn payloads(
                 }
             };
             layout
-                .push_from_le_bytes(payload(e), &mut out)
+                .push_from_le_bytes(payload(e), &mut out, Pytree::Tensor)
                 .map_err(tensor_err)?;
             cur = e.off + e.len;
         }
