@@ -398,6 +398,16 @@ unsafe fn masks16_avx512(c: &[f32; 16]) -> (u16, u16) {
 mod tests {
     use super::*;
 
+    /// A small deterministic generator of test values.
+    fn lcg(mut seed: u64) -> impl FnMut() -> u32 {
+        move || {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (seed >> 33) as u32
+        }
+    }
+
     /// The AVX-512 scan (compress-stores) gives the lists of the generic one, and refuses the
     /// same inputs: values and spikes, NaN, values other than 1, rows with a partial last chunk.
     #[cfg(target_arch = "x86_64")]
@@ -414,13 +424,7 @@ mod tests {
             (4, 3, true),
             (30, 1000, true),
         ] {
-            let mut seed = 99u64;
-            let mut next = || {
-                seed = seed
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                (seed >> 33) as u32
-            };
+            let mut next = lcg(99u64);
             let x: Vec<f32> = (0..rows * cols)
                 .map(|_| match next() % 100 {
                     0..=7 => 1.0,
@@ -467,13 +471,7 @@ mod tests {
     fn spikes_collected_from_potentials_equal_spikes_collected_from_rows() {
         let v_th = 1.0f32;
         for (rows, cols, rate_in_1000) in [(64, 1000, 15), (64, 1000, 300), (3, 37, 100), (600, 300, 5)] {
-            let mut seed = 12345u64;
-            let mut next = || {
-                seed = seed
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                (seed >> 33) as u32
-            };
+            let mut next = lcg(12345u64);
             let vp: Vec<f32> = (0..rows * cols)
                 .map(|_| match next() % 1000 {
                     r if r < rate_in_1000 => v_th + (next() % 7) as f32 * 0.25, // at or above
