@@ -10,12 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CASES="${1:-1MiB,64MiB,512MiB,10k_small}"
-if [ -z "${ANCHORS:-}" ]; then
-  for d in ../shared/anchors ../../shared/anchors /work/shared/anchors; do
-    if [ -f "$d/bench_ckpt.py" ]; then ANCHORS="$d"; break; fi
-  done
-fi
-PY="${ANCHOR_VENV:-$HOME/.cache/brainpy-anchor}/bin/python"
+. scripts/anchors.sh bench_ckpt.py
 
 BIN=$(cargo bench -p brainstate-core --bench ckpt --no-run 2>&1 | sed -n 's/.*Executable benches\/ckpt.rs (\(.*\))/\1/p')
 echo "== brainstate native ($BIN)"

@@ -17,12 +17,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS="${1:-3}"
 EPOCHS="${2:-6}"
-if [ -z "${ANCHORS:-}" ]; then
-  for d in ../shared/anchors ../../shared/anchors /work/shared/anchors; do
-    if [ -f "$d/bench_train.py" ]; then ANCHORS="$d"; break; fi
-  done
-fi
-PY="${ANCHOR_VENV:-$HOME/.cache/brainpy-anchor}/bin/python"
+. scripts/anchors.sh bench_train.py
 cargo build --release -q -p brainstate-nn --example bench_train
 BIN=target/release/examples/bench_train
 LOG=$(mktemp "${TMPDIR:-/tmp}/train-bench.XXXXXX")
