@@ -12,7 +12,7 @@ use ndarray::{Array1, Array2, ArrayView2, ArrayViewMut2};
 /// Most nonzeros for which the event path (a spike adds a row of weights, silence costs nothing)
 /// beats the matrix multiply: an event costs about `n_out + 16` scalar adds, the multiply
 /// `rows * n_in * n_out` multiply-adds at about 8 per add of the event loop.
-pub(crate) fn max_events(rows: usize, n_in: usize, n_out: usize) -> usize {
+fn max_events(rows: usize, n_in: usize, n_out: usize) -> usize {
     rows * n_in * n_out / (8 * (n_out + 16))
 }
 
@@ -25,8 +25,14 @@ const PACK_MIN: usize = 1 << 14;
 
 /// Products small enough that direct loops (skipping zero inputs) beat the matrix multiply's
 /// packing and the event list's bookkeeping.
-pub(crate) fn small(rows: usize, n_in: usize, n_out: usize) -> bool {
+fn small(rows: usize, n_in: usize, n_out: usize) -> bool {
     n_in * n_out <= 256 && rows * n_in * n_out <= 1 << 16
+}
+
+/// The most events for which a Dense layer takes a step of `rows` dense inputs as events
+/// ([`max_events`]), or None when it never does (small products run direct loops instead).
+pub(crate) fn event_limit(rows: usize, n_in: usize, n_out: usize) -> Option<usize> {
+    (!small(rows, n_in, n_out)).then(|| max_events(rows, n_in, n_out))
 }
 
 /// Calls `$f::<N>(args)` with `N = n` for `n` in 1..=16 (loops over fixed-length rows that stay in
@@ -1352,10 +1358,12 @@ impl Layer for Dense {
         let step_len = input.len() / steps;
         let rows = step_len / n_in;
         // Only steps that would take the matrix product: not small, not sparse enough for events.
-        if small(rows, n_in, n_out)
-            || input
-                .chunks_exact(step_len)
-                .any(|x| self.scan.collect(x, n_in, max_events(rows, n_in, n_out)))
+        let Some(max) = event_limit(rows, n_in, n_out) else {
+            return;
+        };
+        if input
+            .chunks_exact(step_len)
+            .any(|x| self.scan.collect(x, n_in, max))
         {
             return;
         }

@@ -1,6 +1,6 @@
 //! `Sequential` containers, the tutorial network, and the `x >> layer >> layer` spelling.
 
-use crate::dense::{max_events, small, Dense};
+use crate::dense::{event_limit, Dense};
 use crate::error::{NnError, Result};
 use crate::init::Init;
 use crate::layer::{chain_backward, chain_step, check_chain, label_of, Layer, ParamVisitor, Record};
@@ -402,13 +402,8 @@ impl Layer for TutorialSnn {
             // r2o's Dense would turn those rows into events itself: the same events, so the
             // same gradient bits.
             Some(vp)
-                if !small(vp.len() / n_rec.max(1), n_rec, n_out)
-                    && self.spike_events.collect_spikes(
-                        vp,
-                        n_rec,
-                        v_th,
-                        max_events(vp.len() / n_rec.max(1), n_rec, n_out),
-                    ) =>
+                if event_limit(vp.len() / n_rec.max(1), n_rec, n_out)
+                    .is_some_and(|max| self.spike_events.collect_spikes(vp, n_rec, v_th, max)) =>
             {
                 Some(Signal::Events(self.spike_events.view()))
             }
