@@ -469,6 +469,40 @@ mod tests {
         assert_eq!(x, 1);
     }
 
+    /// `product` against plain loops: transposed views (the strides the layers pass), beta 0
+    /// (C not read: NaN there must not leak), beta 1 and 2, and an empty inner dimension.
+    #[test]
+    fn product_matches_plain_loops_for_every_stride_and_beta() {
+        use ndarray::Array2;
+        for (m, k, n) in [(5, 7, 3), (40, 33, 70), (3, 0, 4)] {
+            let a = Array2::from_shape_fn((m, k), |(i, j)| ((i * 3 + j * 7) % 13) as f32 * 0.5 - 2.0);
+            let b = Array2::from_shape_fn((k, n), |(i, j)| ((i * 5 + j * 2) % 11) as f32 * 0.25 - 1.0);
+            // The same matrices stored transposed, read through `.t()` views.
+            let (at, bt) = (a.t().to_owned(), b.t().to_owned());
+            for beta in [0.0f32, 1.0, 2.0] {
+                let c0 = Array2::from_shape_fn(
+                    (m, n),
+                    |(i, j)| if beta == 0.0 { f32::NAN } else { (i + j) as f32 },
+                );
+                let want = Array2::from_shape_fn((m, n), |(i, j)| {
+                    let dot: f32 = (0..k).map(|l| a[[i, l]] * b[[l, j]]).sum();
+                    let c = if beta == 0.0 { 0.0 } else { beta * c0[[i, j]] };
+                    1.5 * dot + c
+                });
+                for (av, bv) in [(a.view(), b.view()), (at.t(), bt.t()), (a.view(), bt.t())] {
+                    let mut c = c0.clone();
+                    product(1.5, &av, &bv, beta, &mut c.view_mut());
+                    for (x, y) in c.iter().zip(&want) {
+                        assert!(
+                            (x - y).abs() <= 1e-4 * (1.0 + y.abs()),
+                            "{m}x{k}x{n} beta {beta}: {x} vs {y}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn split_product_equals_whole_product() {
         for (m, k, n) in [(64, 300, 700), (300, 1000, 20)] {
