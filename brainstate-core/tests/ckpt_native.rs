@@ -162,6 +162,19 @@ fn small_file() -> Vec<u8> {
     .pipe(|t| encode(&t).unwrap())
 }
 
+/// A small file whose tensor entries repeat one dtype and shape (as runs of layers do): the
+/// reader matches each entry against the previous one's bytes, a path of its own.
+fn small_file_repeated() -> Vec<u8> {
+    pytree! {
+        "a" => tensor(DType::F32, &[4], 1),
+        "b" => tensor(DType::F32, &[4], 2),
+        "c" => tensor(DType::F32, &[4], 3),
+        "d" => tensor(DType::I32, &[2, 2], 4),
+        "e" => tensor(DType::I32, &[2, 2], 5),
+    }
+    .pipe(|t| encode(&t).unwrap())
+}
+
 trait Pipe: Sized {
     fn pipe<R>(self, f: impl FnOnce(Self) -> R) -> R {
         f(self)
@@ -171,13 +184,14 @@ impl<T> Pipe for T {}
 
 #[test]
 fn every_truncation_is_a_typed_error() {
-    let bytes = small_file();
-    for n in 0..bytes.len() {
-        let e = decode_both(&bytes[..n]).expect_err(&format!("prefix of {n} bytes loaded"));
-        let _ = e.to_string();
+    for bytes in [small_file(), small_file_repeated()] {
+        for n in 0..bytes.len() {
+            let e = decode_both(&bytes[..n]).expect_err(&format!("prefix of {n} bytes loaded"));
+            let _ = e.to_string();
+        }
+        assert!(decode(&bytes).is_ok());
     }
     assert!(matches!(decode(&[]), Err(FormatError::BadMagic)));
-    assert!(decode(&bytes).is_ok());
 }
 
 #[test]
@@ -192,7 +206,11 @@ fn trailing_garbage_is_rejected() {
 
 #[test]
 fn every_single_bit_flip_is_caught() {
-    let bytes = small_file();
+    every_single_bit_flip_is_caught_in(small_file());
+    every_single_bit_flip_is_caught_in(small_file_repeated());
+}
+
+fn every_single_bit_flip_is_caught_in(bytes: Vec<u8>) {
     let (h, _) = native::read_header(&mut std::io::Cursor::new(&bytes), bytes.len() as u64).unwrap();
     let payload_w = (h.data_base + h.tensors[0].off) as usize;
     let mut kinds = std::collections::BTreeMap::<String, usize>::new();
