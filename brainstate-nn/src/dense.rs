@@ -702,6 +702,13 @@ impl Dense {
         &self.grad_b
     }
 
+    /// `W^T` (`num_out x num_in`) as kept by `begin_backward` for a narrow layer's input
+    /// gradient, when it is.
+    pub(crate) fn narrow_wt(&self) -> Option<&[f32]> {
+        (self.mode.is_training() && self.wt.len() == self.num_in * self.num_out && !self.wt.is_empty())
+            .then_some(&self.wt[..])
+    }
+
     fn w_slice(&self) -> Result<&[f32]> {
         w_of(&self.w, &self.fixed_w, &self.name, self.num_in, self.num_out)
     }
@@ -1578,6 +1585,10 @@ impl Layer for Dense {
         if let Some(b) = &mut self.b {
             f(&name, "b", b, &self.grad_b);
         }
+    }
+
+    fn as_any_mut(&mut self) -> Option<&mut dyn std::any::Any> {
+        Some(self)
     }
 }
 

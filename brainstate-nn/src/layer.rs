@@ -77,6 +77,12 @@ pub trait Layer: Stateful {
     fn look_ahead(&mut self, steps: usize, input: &[f32]) {
         let _ = (steps, input);
     }
+    /// This layer as [`Any`](std::any::Any), so a network that knows its layers' types can reach
+    /// them inside containers ([`crate::TutorialSnn`] fuses its backward step this way). The
+    /// default, `None`, keeps a layer out of such fusions.
+    fn as_any_mut(&mut self) -> Option<&mut dyn std::any::Any> {
+        None
+    }
 }
 
 /// The callback of [`Layer::visit_params`]: `(node name, field key, variable, gradient)`.

@@ -239,6 +239,78 @@ impl Lif {
         });
         true
     }
+
+    /// Backward through recorded step `t` fused with the layers around it in the tutorial
+    /// network, in one pass over the values: from `d1`, the output gradient of the narrow Dense
+    /// this layer feeds (`rows * n_out`), through `wt`, that Dense's `W^T` (`n_out * size`), to
+    /// this layer's spikes, back through this layer, and back through the Expon before it, whose
+    /// input gradient `e_din` (also its carry) becomes `k_in dvp + e_keep e_din`. Writes the
+    /// step's spikes (0/1) into `spikes` when given. Every value is the one the three layers'
+    /// own backward passes compute, bit for bit; only the arrays between them are skipped.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn backward_fused(
+        &mut self,
+        dt: f32,
+        t: usize,
+        d1: &[f32],
+        wt: &[f32],
+        n_out: usize,
+        e_din: &mut [f32],
+        e_keep: f32,
+        spikes: Option<&mut [f32]>,
+    ) -> Result<()> {
+        let n = self.out.len();
+        let Some(vpre) = self.tape.get(t * n..(t + 1) * n).filter(|_| t < self.tape_steps) else {
+            return Err(NnError::Mode {
+                what: format!("backward of step {t}"),
+                layer: label_of(&self.name, "Lif"),
+                needed: "a recorded forward step".into(),
+                found: format!("{} recorded steps", self.tape_steps),
+            });
+        };
+        let rows = n / self.size;
+        let sized = |len: usize| len == n;
+        if n_out == 0
+            || d1.len() != rows * n_out
+            || wt.len() != n_out * self.size
+            || self.size < FUSED_BLOCK
+            || !sized(self.carry.len())
+            || !sized(e_din.len())
+            || !spikes.as_ref().is_none_or(|s| sized(s.len()))
+        {
+            return Err(NnError::BatchSize {
+                layer: label_of(&self.name, "Lif"),
+                expected: rows,
+                found: d1.len() / n_out.max(1),
+            });
+        }
+        let p = self.params;
+        let c = exp_euler_c(dt, p.tau);
+        let pass = Fused {
+            d1,
+            wt,
+            vpre,
+            carry: &mut self.carry,
+            e_din,
+            spikes,
+            n: self.size,
+            n_out,
+            v_th: p.v_th,
+            k_v: 1.0 - c / p.tau,
+            k_in: c * p.r / p.tau,
+            e_keep,
+        };
+        let keep = if p.detach_spk { 0.0 } else { 1.0 };
+        let (v_th, v_reset) = (p.v_th, p.v_reset);
+        crate::surrogate::with_grad!(p.surrogate, g => match p.spk_reset {
+            SpikeReset::Soft => {
+                let c_soft = keep * (v_th - v_reset);
+                pass.run(move |vp, dout, dv| dvp_soft(vp, dout, dv, v_th, c_soft, &g))
+            }
+            SpikeReset::Hard => pass.run(move |vp, dout, dv| dvp_hard(vp, dout, dv, v_th, v_reset, keep, &g)),
+        });
+        Ok(())
+    }
 }
 
 impl Layer for Lif {
@@ -593,23 +665,235 @@ fn lif_backward(a: BwdArgs<'_>, reset: SpikeReset, g: impl Fn(f32) -> f32) {
             SpikeReset::Soft => {
                 let c_soft = keep * (v_th - v_reset);
                 it.for_each(|(((&vp, &dout), carry), din)| {
-                    let dv = *carry;
-                    let dvp = dv + (dout - c_soft * dv) * g(vp - v_th);
+                    let dvp = dvp_soft(vp, dout, *carry, v_th, c_soft, &g);
                     *carry = k_v * dvp;
                     *din = k_in * dvp;
                 })
             }
             SpikeReset::Hard => it.for_each(|(((&vp, &dout), carry), din)| {
-                let u = vp - v_th;
-                let s = if u >= 0.0 { 1.0 } else { 0.0 };
-                let dv = *carry;
-                let ds = dout + keep * dv * (v_reset - vp);
-                let dvp = dv * (1.0 - s) + ds * g(u);
+                let dvp = dvp_hard(vp, dout, *carry, v_th, v_reset, keep, &g);
                 *carry = k_v * dvp;
                 *din = k_in * dvp;
             }),
         },
     )
+}
+
+/// dLoss/d(pre-reset potential) of one value, soft reset: `dv` is the gradient carried back from
+/// the next step's potential, `dout` the one of this step's spike, `g` the surrogate derivative.
+#[inline(always)]
+fn dvp_soft(vp: f32, dout: f32, dv: f32, v_th: f32, c_soft: f32, g: &impl Fn(f32) -> f32) -> f32 {
+    dv + (dout - c_soft * dv) * g(vp - v_th)
+}
+
+/// As [`dvp_soft`], for the hard reset (`keep` is 0 when the reset is detached, else 1).
+#[inline(always)]
+fn dvp_hard(vp: f32, dout: f32, dv: f32, v_th: f32, v_reset: f32, keep: f32, g: &impl Fn(f32) -> f32) -> f32 {
+    let u = vp - v_th;
+    let s = if u >= 0.0 { 1.0 } else { 0.0 };
+    let ds = dout + keep * dv * (v_reset - vp);
+    dv * (1.0 - s) + ds * g(u)
+}
+
+/// The element-wise part of the fused backward step (see [`Fused::part`]).
+#[derive(Clone, Copy)]
+struct StepBack<'a> {
+    vpre: &'a [f32],
+    k_v: f32,
+    k_in: f32,
+    e_keep: f32,
+    v_th: f32,
+}
+
+impl StepBack<'_> {
+    /// Steps back the values `at..at + acc.len()`, `acc` holding their spike gradients.
+    #[inline(always)]
+    fn run(
+        self,
+        acc: &[f32],
+        at: usize,
+        carry: &mut [f32],
+        e_din: &mut [f32],
+        spikes: Option<&mut [f32]>,
+        dvp: &impl Fn(f32, f32, f32) -> f32,
+    ) {
+        let StepBack {
+            vpre,
+            k_v,
+            k_in,
+            e_keep,
+            v_th,
+        } = self;
+        let len = acc.len();
+        let vp = &vpre[at..at + len];
+        let it = acc
+            .iter()
+            .zip(vp)
+            .zip(carry[at..at + len].iter_mut())
+            .zip(e_din[at..at + len].iter_mut());
+        it.for_each(|(((&d, &vp), c), e)| {
+            let p = dvp(vp, d, *c);
+            *c = k_v * p;
+            *e = k_in * p + e_keep * *e;
+        });
+        if let Some(s) = spikes {
+            s[at..at + len]
+                .iter_mut()
+                .zip(vp)
+                .for_each(|(s, &v)| *s = if v >= v_th { 1.0 } else { 0.0 });
+        }
+    }
+}
+
+/// The arrays of one fused backward step (see [`Lif::backward_fused`]), all `rows * n` values
+/// except `d1` (`rows * n_out`) and `wt` (`n_out * n`).
+struct Fused<'a> {
+    d1: &'a [f32],
+    wt: &'a [f32],
+    vpre: &'a [f32],
+    carry: &'a mut [f32],
+    e_din: &'a mut [f32],
+    spikes: Option<&'a mut [f32]>,
+    n: usize,
+    n_out: usize,
+    v_th: f32,
+    k_v: f32,
+    k_in: f32,
+    e_keep: f32,
+}
+
+/// Columns of the spike gradient held in registers at a time (as the narrow Dense's `d W^T`).
+pub(crate) const FUSED_BLOCK: usize = 128;
+
+impl Fused<'_> {
+    /// Runs the pass over all rows, in two halves of the rows across the threads when large.
+    fn run(self, dvp: impl Fn(f32, f32, f32) -> f32 + Copy + Send + Sync) {
+        let (n, n_out) = (self.n, self.n_out);
+        let rows = self.d1.len() / n_out;
+        if rows < 2 || !crate::par::worth(rows * n) {
+            return self.part(dvp);
+        }
+        let m = rows / 2;
+        let (d10, d11) = self.d1.split_at(m * n_out);
+        let (vp0, vp1) = self.vpre.split_at(m * n);
+        let (c0, c1) = self.carry.split_at_mut(m * n);
+        let (e0, e1) = self.e_din.split_at_mut(m * n);
+        let (s0, s1) = match self.spikes {
+            Some(s) => {
+                let (a, b) = s.split_at_mut(m * n);
+                (Some(a), Some(b))
+            }
+            None => (None, None),
+        };
+        let (h0, h1) = (
+            Fused {
+                d1: d10,
+                vpre: vp0,
+                carry: c0,
+                e_din: e0,
+                spikes: s0,
+                ..self
+            },
+            Fused {
+                d1: d11,
+                vpre: vp1,
+                carry: c1,
+                e_din: e1,
+                spikes: s1,
+                ..self
+            },
+        );
+        crate::par::join(|| h0.part(dvp), || h1.part(dvp));
+    }
+
+    /// Two rows at a time, 128 columns at a time: the spike gradient of the block (`d1 W^T`,
+    /// fused multiply-adds from zero with `j` ascending, as the narrow Dense computes it), then
+    /// for each of its values the Lif step back (`carry`, `dvp`), the Expon step back
+    /// (`e_din = k_in dvp + e_keep e_din`) and, when asked, the spike (0/1) for the readout's
+    /// weight gradient. The last block overlaps the one before when 128 does not divide `n`;
+    /// it recomputes those spike gradients but steps back only the columns not yet done.
+    fn part(self, dvp: impl Fn(f32, f32, f32) -> f32) {
+        const B: usize = FUSED_BLOCK;
+        let Fused {
+            d1,
+            wt,
+            vpre,
+            carry,
+            e_din,
+            mut spikes,
+            n,
+            n_out,
+            v_th,
+            k_v,
+            k_in,
+            e_keep,
+        } = self;
+        let rows = d1.len() / n_out;
+        let full = n / B * B;
+        let last = (n % B != 0).then_some(n - B);
+        crate::par::wide(
+            #[inline(always)]
+            || {
+                let step_back = StepBack {
+                    vpre,
+                    k_v,
+                    k_in,
+                    e_keep,
+                    v_th,
+                };
+                let mut r = 0;
+                while r < rows {
+                    let two = r + 1 < rows;
+                    // (block start, first column not yet stepped back)
+                    let blocks = (0..full).step_by(B).map(|lo| (lo, lo));
+                    for (lo, from) in blocks.chain(last.map(|lo| (lo, full))) {
+                        let (mut a0, mut a1) = ([0.0f32; B], [0.0f32; B]);
+                        let w_block = |j: usize| -> &[f32; B] {
+                            wt[j * n + lo..j * n + lo + B].try_into().expect("128 values")
+                        };
+                        if two {
+                            let (x0, x1) = (
+                                &d1[r * n_out..(r + 1) * n_out],
+                                &d1[(r + 1) * n_out..(r + 2) * n_out],
+                            );
+                            for (j, (&x0, &x1)) in x0.iter().zip(x1).enumerate() {
+                                for ((a0, a1), &w) in a0.iter_mut().zip(a1.iter_mut()).zip(w_block(j)) {
+                                    *a0 = x0.mul_add(w, *a0);
+                                    *a1 = x1.mul_add(w, *a1);
+                                }
+                            }
+                        } else {
+                            for (j, &x0) in d1[r * n_out..(r + 1) * n_out].iter().enumerate() {
+                                for (a0, &w) in a0.iter_mut().zip(w_block(j)) {
+                                    *a0 = x0.mul_add(w, *a0);
+                                }
+                            }
+                        }
+                        let skip = from - lo;
+                        step_back.run(
+                            &a0[skip..],
+                            r * n + from,
+                            carry,
+                            e_din,
+                            spikes.as_deref_mut(),
+                            &dvp,
+                        );
+                        if two {
+                            step_back.run(
+                                &a1[skip..],
+                                (r + 1) * n + from,
+                                carry,
+                                e_din,
+                                spikes.as_deref_mut(),
+                                &dvp,
+                            );
+                        }
+                    }
+                    r += if two { 2 } else { 1 };
+                }
+            },
+        )
+    }
 }
 
 /// Exponential synapse, BrainPy's `bp.dyn.Expon`: variable `g`; each step
@@ -654,6 +938,13 @@ impl Expon {
     /// The conductance variable `g`.
     pub fn g(&self) -> &Variable {
         &self.g
+    }
+    /// The input gradient buffer of a backward pass under way, which is also its carry
+    /// (`d_in = d + (1 - k) d_in` each step back), with `1 - k` for `dt`; None before
+    /// `begin_backward` or when its length is not `n`.
+    pub(crate) fn backward_carry(&mut self, dt: f32, n: usize) -> Option<(&mut [f32], f32)> {
+        let k = exp_euler_c(dt, self.tau) / self.tau;
+        (self.d_in.len() == n && self.carry.len() == n).then(|| (&mut self.d_in[..], 1.0 - k))
     }
 }
 
@@ -826,6 +1117,9 @@ macro_rules! linear_layer {
                 Ok(if want_d_in { &self.d_in } else { &[] })
             }
             fn visit_params(&mut self, _f: &mut ParamVisitor<'_>) {}
+            fn as_any_mut(&mut self) -> Option<&mut dyn std::any::Any> {
+                Some(self)
+            }
         }
     };
 }

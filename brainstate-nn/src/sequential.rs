@@ -5,8 +5,8 @@ use crate::error::{NnError, Result};
 use crate::init::Init;
 use crate::layer::{chain_backward, chain_step, check_chain, label_of, Layer, ParamVisitor, Record};
 use crate::mode::Mode;
-use crate::neurons::{Expon, Integrator, Lif, LifParams};
-use crate::signal::{Events, Signal};
+use crate::neurons::{Expon, Integrator, Lif, LifParams, FUSED_BLOCK};
+use crate::signal::{Events, EventsRef, Signal};
 use brainstate_core::NodeName;
 use ndarray::{Array2, ArrayView2};
 use std::ops::Shr;
@@ -264,6 +264,8 @@ pub struct TutorialSnn {
     /// the event path for them, else as 0/1 rows.
     spikes: Vec<f32>,
     spike_events: Events,
+    /// Backward steps take the fused pass when they can (off only in tests, to compare).
+    fuse: bool,
 }
 
 /// Configuration of [`TutorialSnn`]; `Default` is the tutorial's.
@@ -343,11 +345,113 @@ impl TutorialSnn {
             mode,
             spikes: Vec::new(),
             spike_events: Events::default(),
+            fuse: true,
         })
     }
 
     fn parts(&mut self) -> [&mut dyn Layer; 4] {
         [&mut self.i2r, &mut self.r, &mut self.r2o, &mut self.o]
+    }
+}
+
+/// True when the tutorial network's backward step at `t` can take the fused pass
+/// ([`Lif::backward_fused`]): training, the Lif wide enough, its step `t` recorded, the synapses
+/// `Dense >> Expon` as built, the readout's Dense narrow with `W^T` kept and the input Expon's
+/// backward begun. Changes nothing.
+fn fusable(r: &mut Lif, i2r: &mut Sequential, r2o: &mut Sequential, dt: f32, t: usize) -> bool {
+    let Some(n) = r.recorded_v_pre(t).map(<[f32]>::len) else {
+        return false;
+    };
+    let ([comm1, _], [_, syn0]) = (r2o.children_mut(), i2r.children_mut()) else {
+        return false;
+    };
+    r.mode().is_training()
+        && r.num_out() >= FUSED_BLOCK
+        && comm1
+            .as_any_mut()
+            .and_then(|a| a.downcast_mut::<Dense>())
+            .is_some_and(|d| d.narrow_wt().is_some())
+        && syn0
+            .as_any_mut()
+            .and_then(|a| a.downcast_mut::<Expon>())
+            .is_some_and(|e| e.backward_carry(dt, n).is_some())
+}
+
+/// The parts of the tutorial network a fused backward step works on besides the input synapse.
+struct Fusion<'a> {
+    r: &'a mut Lif,
+    r2o: &'a mut Sequential,
+    /// Written with the step's 0/1 spikes when there are no `events`.
+    spikes: &'a mut Vec<f32>,
+    /// The step's spikes as events, for the readout's weight gradient.
+    events: Option<EventsRef<'a>>,
+}
+
+impl Fusion<'_> {
+    /// Backward through `r2o`'s synapse, then one fused pass for `r2o`'s input gradient, the Lif
+    /// and `i2r`'s synapse, then the two Dense layers' gradients (after [`fusable`]).
+    fn backward<'b>(
+        self,
+        i2r: &'b mut Sequential,
+        dt: f32,
+        t: usize,
+        input: Option<Signal<'_>>,
+        d: &[f32],
+        want_d_in: bool,
+    ) -> Result<&'b [f32]> {
+        let not_built = || NnError::Mode {
+            what: format!("fused backward of step {t}"),
+            layer: "SNN".into(),
+            needed: "the synapses as built (Dense then Expon)".into(),
+            found: "other layers".into(),
+        };
+        let Fusion {
+            r,
+            r2o,
+            spikes,
+            events,
+        } = self;
+        let n = r.recorded_v_pre(t).map_or(0, <[f32]>::len);
+        let [comm1, syn1] = r2o.children_mut() else {
+            return Err(not_built());
+        };
+        let [comm0, syn0] = i2r.children_mut() else {
+            return Err(not_built());
+        };
+        let d1 = syn1.backward(dt, t, None, d, true)?;
+        let dense1 = comm1
+            .as_any_mut()
+            .and_then(|a| a.downcast_mut::<Dense>())
+            .ok_or_else(not_built)?;
+        let (e_din, e_keep) = syn0
+            .as_any_mut()
+            .and_then(|a| a.downcast_mut::<Expon>())
+            .and_then(|e| e.backward_carry(dt, n))
+            .ok_or_else(not_built)?;
+        let n_out = dense1.num_out();
+        let step_spikes = match events {
+            Some(_) => None,
+            None => {
+                spikes.resize(n, 0.0);
+                Some(&mut spikes[..])
+            }
+        };
+        r.backward_fused(
+            dt,
+            t,
+            d1,
+            dense1.narrow_wt().unwrap_or_default(),
+            n_out,
+            e_din,
+            e_keep,
+            step_spikes,
+        )?;
+        let sig = match events {
+            Some(e) => Signal::Events(e),
+            None => Signal::Dense(spikes),
+        };
+        dense1.backward(dt, t, Some(sig), d1, false)?;
+        comm0.backward(dt, t, input, e_din, want_d_in)
     }
 }
 
@@ -397,20 +501,28 @@ impl Layer for TutorialSnn {
         let d = self.o.backward(dt, t, None, d_out, true)?;
         let (n_rec, n_out) = (self.r.num_out(), self.r2o.num_out());
         let v_th = self.r.params().v_th;
-        let spikes = match self.r.recorded_v_pre(t) {
-            // Events straight from the potentials (no 0/1 rows written and scanned again) when
-            // r2o's Dense would turn those rows into events itself: the same events, so the
-            // same gradient bits.
-            Some(vp)
-                if event_limit(vp.len() / n_rec.max(1), n_rec, n_out)
-                    .is_some_and(|max| self.spike_events.collect_spikes(vp, n_rec, v_th, max)) =>
-            {
-                Some(Signal::Events(self.spike_events.view()))
-            }
-            _ => self
-                .r
+        // Events straight from the potentials (no 0/1 rows written and scanned again) when
+        // r2o's Dense would turn those rows into events itself: the same events, so the same
+        // gradient bits.
+        let events = self.r.recorded_v_pre(t).is_some_and(|vp| {
+            event_limit(vp.len() / n_rec.max(1), n_rec, n_out)
+                .is_some_and(|max| self.spike_events.collect_spikes(vp, n_rec, v_th, max))
+        });
+        if self.fuse && fusable(&mut self.r, &mut self.i2r, &mut self.r2o, dt, t) {
+            let parts = Fusion {
+                r: &mut self.r,
+                r2o: &mut self.r2o,
+                spikes: &mut self.spikes,
+                events: events.then(|| self.spike_events.view()),
+            };
+            return parts.backward(&mut self.i2r, dt, t, input, d, want_d_in);
+        }
+        let spikes = if events {
+            Some(Signal::Events(self.spike_events.view()))
+        } else {
+            self.r
                 .recorded_spikes(t, &mut self.spikes)
-                .then_some(Signal::Dense(&self.spikes)),
+                .then_some(Signal::Dense(&self.spikes))
         };
         let d = self.r2o.backward(dt, t, spikes, d, true)?;
         let d = self.r.backward(dt, t, None, d, true)?;
@@ -421,5 +533,142 @@ impl Layer for TutorialSnn {
     }
     fn look_ahead(&mut self, steps: usize, input: &[f32]) {
         self.i2r.look_ahead(steps, input);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::loss::{Reduction, Targets};
+    use crate::neurons::SpikeReset;
+    use crate::train::{Bptt, SpikeInput};
+    use ndarray::Array3;
+    use rand::{Rng, SeedableRng};
+
+    /// Parameter gradients of one BPTT pass, as bits.
+    fn grads(net: &mut TutorialSnn, x: &SpikeInput, y: &[f32]) -> Vec<(String, Vec<u32>)> {
+        let mut trainer = Bptt::new(1.0);
+        net.zero_grad();
+        trainer
+            .loss_and_grad(net, x, Targets::Classes(y), Reduction::Mean)
+            .expect("backward");
+        let mut out = Vec::new();
+        net.visit_params(&mut |node, key, _, g| {
+            out.push((format!("{node}.{key}"), g.iter().map(|v| v.to_bits()).collect()));
+        });
+        out
+    }
+
+    #[test]
+    fn fused_backward_gives_the_bits_of_the_layer_by_layer_backward() {
+        // 200 Lif neurons (a block of 128 and an overlapping last block), an odd batch, input
+        // densities that give dense spikes (0/1 rows) and sparse spikes (events), soft and hard
+        // resets, detached or not.
+        for (density, reset, detach) in [
+            (0.5, SpikeReset::Soft, false),
+            (0.02, SpikeReset::Soft, false),
+            (0.5, SpikeReset::Hard, false),
+            (0.5, SpikeReset::Hard, true),
+        ] {
+            let cfg = SnnConfig {
+                num_in: 40,
+                num_rec: 200,
+                num_out: 5,
+                lif: LifParams {
+                    spk_reset: reset,
+                    detach_spk: detach,
+                    ..SnnConfig::default().lif
+                },
+                ..SnnConfig::default()
+            };
+            let (t, b) = (12, 7);
+            let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+            let x = Array3::from_shape_simple_fn((t, b, cfg.num_in), || {
+                if rng.gen_bool(density) {
+                    1.0f32
+                } else {
+                    0.0
+                }
+            });
+            let x = SpikeInput::new(x).expect("input");
+            let y: Vec<f32> = (0..b).map(|i| (i % cfg.num_out) as f32).collect();
+            let build = || {
+                let mut rng = rand::rngs::StdRng::seed_from_u64(9);
+                TutorialSnn::new(&cfg, Mode::Training { batch_size: b }, &mut rng).expect("net")
+            };
+            let (mut fused, mut plain) = (build(), build());
+            plain.fuse = false;
+            let (gf, gp) = (grads(&mut fused, &x, &y), grads(&mut plain, &x, &y));
+            assert_eq!(gf.len(), 4);
+            for ((kf, f), (kp, p)) in gf.iter().zip(&gp) {
+                assert_eq!(kf, kp);
+                let differ = f.iter().zip(p).filter(|(a, b)| a != b).count();
+                assert_eq!(
+                    differ,
+                    0,
+                    "{kf}: {differ} of {} gradient values differ ({density}, {reset:?}, {detach})",
+                    f.len()
+                );
+            }
+            assert!(
+                gp[0].1.iter().any(|&v| f32::from_bits(v) != 0.0),
+                "input weights get a gradient"
+            );
+            // The comparison is between the two paths: the fused one was open to this network.
+            assert!(fusable(&mut fused.r, &mut fused.i2r, &mut fused.r2o, 1.0, t - 1));
+            assert!(!fusable(&mut fused.r, &mut fused.i2r, &mut fused.r2o, 1.0, t));
+        }
+    }
+
+    #[test]
+    fn fused_backward_refuses_a_missing_step_and_mismatched_sizes() {
+        let cfg = SnnConfig {
+            num_in: 20,
+            num_rec: 130,
+            num_out: 3,
+            ..SnnConfig::default()
+        };
+        let (t, b) = (3, 2);
+        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+        let mut net = TutorialSnn::new(&cfg, Mode::Training { batch_size: b }, &mut rng).expect("net");
+        let x = SpikeInput::new(Array3::from_elem((t, b, cfg.num_in), 1.0f32)).expect("input");
+        let y = vec![0.0f32; b];
+        grads(&mut net, &x, &y);
+        let n = b * cfg.num_rec;
+        let wt = vec![0.0f32; cfg.num_out * cfg.num_rec];
+        let d1 = vec![0.0f32; b * cfg.num_out];
+        let mut e = vec![0.0f32; n];
+        let mut s = vec![0.0f32; n];
+        let r = &mut net.r;
+        let err = r
+            .backward_fused(1.0, t, &d1, &wt, cfg.num_out, &mut e, 0.9, None)
+            .unwrap_err();
+        assert!(
+            matches!(err, NnError::Mode { .. }) && err.to_string().contains("backward of step 3"),
+            "{err}"
+        );
+        let batch = |err: NnError| matches!(err, NnError::BatchSize { .. });
+        assert!(batch(
+            r.backward_fused(1.0, 0, &d1[1..], &wt, cfg.num_out, &mut e, 0.9, None)
+                .unwrap_err()
+        ));
+        assert!(batch(
+            r.backward_fused(1.0, 0, &d1, &wt[1..], cfg.num_out, &mut e, 0.9, None)
+                .unwrap_err()
+        ));
+        assert!(batch(
+            r.backward_fused(1.0, 0, &d1, &wt, cfg.num_out, &mut e[1..], 0.9, None)
+                .unwrap_err()
+        ));
+        assert!(batch(
+            r.backward_fused(1.0, 0, &d1, &wt, cfg.num_out, &mut e, 0.9, Some(&mut s[1..]))
+                .unwrap_err()
+        ));
+        assert!(batch(
+            r.backward_fused(1.0, 0, &d1, &wt, 0, &mut e, 0.9, None)
+                .unwrap_err()
+        ));
+        r.backward_fused(1.0, 0, &d1, &wt, cfg.num_out, &mut e, 0.9, Some(&mut s))
+            .expect("sizes that fit");
     }
 }
