@@ -240,6 +240,105 @@ impl Lif {
         true
     }
 
+    /// One step with input current `I` = `input`, or, with `syn = (g, k)`, the conductance `g`
+    /// of the Expon before this layer updated first with `input` (`g <- (g - k g) + x`, as its
+    /// own step computes it) in the same pass over the values.
+    fn step_current(
+        &mut self,
+        dt: f32,
+        input: Signal<'_>,
+        syn: Option<(&mut [f32], f32)>,
+        record: Record,
+    ) -> Result<&[f32]> {
+        let Lif {
+            name,
+            v,
+            spike,
+            params: p,
+            size,
+            mode,
+            out,
+            dense_in,
+            tape,
+            tape_steps,
+            ..
+        } = self;
+        let v = f32_mut(v, name, "Lif", "V")?;
+        let batch = v.len() / *size;
+        check_input(&input, *size, Some(batch), || label_of(name, "Lif"))?;
+        let i: &[f32] = match input {
+            Signal::Dense(x) => x,
+            Signal::Events(e) => {
+                dense_in.resize(e.rows() * e.cols, 0.0);
+                e.densify(dense_in);
+                dense_in
+            }
+        };
+        out.resize(v.len(), 0.0);
+        let c = exp_euler_c(dt, p.tau);
+        let k = c / p.tau;
+        let sized = |len: usize| {
+            if len == v.len() {
+                Ok(())
+            } else {
+                Err(NnError::BatchSize {
+                    layer: label_of(name, "Lif"),
+                    expected: batch,
+                    found: len / *size,
+                })
+            }
+        };
+        sized(i.len())?;
+        let cur = match syn {
+            None => Current::Given(i),
+            Some((g, k)) => {
+                sized(g.len())?;
+                Current::Expon { x: i, g, k }
+            }
+        };
+        if mode.is_training() {
+            // Training: spikes go straight into the f32 spike variable, which is the output.
+            let o = f32_mut(spike, name, "Lif", "spike")?;
+            if o.len() != v.len() {
+                return Err(NnError::Variable {
+                    key: format!("{}.spike", label_of(name, "Lif")),
+                    expected: format!("{} values like V", v.len()),
+                    found: format!("{} values", o.len()),
+                });
+            }
+            let keep = record_slot(tape, tape_steps, v.len(), record);
+            lif_update(v, cur, o, keep, p, k, true);
+            Ok(o)
+        } else {
+            let keep = record_slot(tape, tape_steps, v.len(), record);
+            lif_update(v, cur, out, keep, p, k, false);
+            let key = || format!("{}.spike", label_of(name, "Lif"));
+            let mut sv = spike.array_mut::<bool>().map_err(|e| NnError::var(key(), e))?;
+            let sv = sv.as_slice_mut().ok_or_else(|| NnError::Variable {
+                key: key(),
+                expected: "contiguous values".into(),
+                found: "a strided view".into(),
+            })?;
+            sv.iter_mut().zip(out.iter()).for_each(|(s, o)| *s = *o > 0.0);
+            Ok(out)
+        }
+    }
+
+    /// One training step fed by the Expon before this layer: its input `x` updates its
+    /// conductance `g` (`k` = the Expon's decay for `dt`) and the new `g` drives this layer, in
+    /// one pass over the values instead of two; values, spikes and the tape are those of the two
+    /// steps run one after the other.
+    pub(crate) fn step_after_expon(
+        &mut self,
+        dt: f32,
+        x: &[f32],
+        g: &mut [f32],
+        k: f32,
+        record: Record,
+    ) -> Result<&[f32]> {
+        self.step_current(dt, Signal::Dense(x), Some((g, k)), record)
+    }
+
     /// Backward through recorded step `t` fused with the layers around it in the tutorial
     /// network, in one pass over the values: from `d1`, the output gradient of the narrow Dense
     /// this layer feeds (`rows * n_out`), through `wt`, that Dense's `W^T` (`n_out * size`), to
@@ -339,66 +438,7 @@ impl Layer for Lif {
     }
 
     fn step(&mut self, dt: f32, input: Signal<'_>, record: Record) -> Result<&[f32]> {
-        let Lif {
-            name,
-            v,
-            spike,
-            params: p,
-            size,
-            mode,
-            out,
-            dense_in,
-            tape,
-            tape_steps,
-            ..
-        } = self;
-        let v = f32_mut(v, name, "Lif", "V")?;
-        let batch = v.len() / *size;
-        check_input(&input, *size, Some(batch), || label_of(name, "Lif"))?;
-        let i: &[f32] = match input {
-            Signal::Dense(x) => x,
-            Signal::Events(e) => {
-                dense_in.resize(e.rows() * e.cols, 0.0);
-                e.densify(dense_in);
-                dense_in
-            }
-        };
-        out.resize(v.len(), 0.0);
-        let c = exp_euler_c(dt, p.tau);
-        let k = c / p.tau;
-        if i.len() != v.len() {
-            return Err(NnError::BatchSize {
-                layer: label_of(name, "Lif"),
-                expected: batch,
-                found: i.len() / *size,
-            });
-        }
-        if mode.is_training() {
-            // Training: spikes go straight into the f32 spike variable, which is the output.
-            let o = f32_mut(spike, name, "Lif", "spike")?;
-            if o.len() != v.len() {
-                return Err(NnError::Variable {
-                    key: format!("{}.spike", label_of(name, "Lif")),
-                    expected: format!("{} values like V", v.len()),
-                    found: format!("{} values", o.len()),
-                });
-            }
-            let keep = record_slot(tape, tape_steps, v.len(), record);
-            lif_update(v, i, o, keep, p, k, true);
-            Ok(o)
-        } else {
-            let keep = record_slot(tape, tape_steps, v.len(), record);
-            lif_update(v, i, out, keep, p, k, false);
-            let key = || format!("{}.spike", label_of(name, "Lif"));
-            let mut sv = spike.array_mut::<bool>().map_err(|e| NnError::var(key(), e))?;
-            let sv = sv.as_slice_mut().ok_or_else(|| NnError::Variable {
-                key: key(),
-                expected: "contiguous values".into(),
-                found: "a strided view".into(),
-            })?;
-            sv.iter_mut().zip(out.iter()).for_each(|(s, o)| *s = *o > 0.0);
-            Ok(out)
-        }
+        self.step_current(dt, input, None, record)
     }
 
     fn begin_tape(&mut self, num_steps: usize) {
@@ -485,15 +525,47 @@ fn record_slot<'a>(
 /// One fused pass of the Lif update: the pre-reset potential `vp = V + k (V_rest - V + R I)`,
 /// the spike `o = H(vp - V_th)` and the reset of `V`; `vp` goes to `tape` when given. Large
 /// states are split in two halves across the worker threads.
+/// The input current of a Lif step: given, or the conductance `g` of the Expon before it, which
+/// its input `x` updates in the same pass (`g <- (g - k g) + x`).
+enum Current<'a> {
+    Given(&'a [f32]),
+    Expon { x: &'a [f32], g: &'a mut [f32], k: f32 },
+}
+
+impl<'a> Current<'a> {
+    /// The two parts of the current at `m` (for the two halves of the state).
+    fn split_at(self, m: usize) -> (Current<'a>, Current<'a>) {
+        match self {
+            Current::Given(i) => {
+                let (a, b) = i.split_at(m);
+                (Current::Given(a), Current::Given(b))
+            }
+            Current::Expon { x, g, k } => {
+                let (x0, x1) = x.split_at(m);
+                let (g0, g1) = g.split_at_mut(m);
+                (
+                    Current::Expon { x: x0, g: g0, k },
+                    Current::Expon { x: x1, g: g1, k },
+                )
+            }
+        }
+    }
+}
+
+/// One fused pass of the Lif update: the pre-reset potential `vp = V + k (V_rest - V + R I)`,
+/// the spike `o = H(vp - V_th)` and the reset of `V`; `vp` goes to `tape` when given. Large
+/// states are split in two halves across the worker threads.
 fn lif_update(
     v: &mut [f32],
-    i: &[f32],
+    i: Current<'_>,
     o: &mut [f32],
     tape: Option<&mut [f32]>,
     p: &LifParams,
     k: f32,
     training: bool,
 ) {
+    // The tape of a large step skips the cache (see STREAM_MIN), decided for the whole step.
+    let stream = tape.as_ref().is_some_and(|t| t.len() >= STREAM_MIN);
     if crate::par::worth(v.len()) {
         let m = crate::par::mid(v.len());
         let (v0, v1) = v.split_at_mut(m);
@@ -507,19 +579,64 @@ fn lif_update(
             None => (None, None),
         };
         crate::par::join(
-            || lif_update_part(v0, i0, o0, t0, p, k, training),
-            || lif_update_part(v1, i1, o1, t1, p, k, training),
+            || lif_update_current(v0, i0, o0, t0, stream, p, k, training),
+            || lif_update_current(v1, i1, o1, t1, stream, p, k, training),
         );
     } else {
-        lif_update_part(v, i, o, tape, p, k, training);
+        lif_update_current(v, i, o, tape, stream, p, k, training);
     }
 }
 
+/// Values of the Expon and Lif steps run together per chunk: the chunk's new conductances are
+/// still in L1 when the Lif pass reads them.
+const FUSED_CHUNK: usize = 2048;
+
+/// [`lif_update_part`] on a given current, or chunk by chunk after the Expon's update.
+#[allow(clippy::too_many_arguments)]
+fn lif_update_current(
+    v: &mut [f32],
+    i: Current<'_>,
+    o: &mut [f32],
+    mut tape: Option<&mut [f32]>,
+    stream: bool,
+    p: &LifParams,
+    k: f32,
+    training: bool,
+) {
+    match i {
+        Current::Given(i) => lif_update_part(v, i, o, tape, stream, p, k, training),
+        Current::Expon { x, g, k: k_syn } => {
+            for at in (0..v.len()).step_by(FUSED_CHUNK) {
+                let end = (at + FUSED_CHUNK).min(v.len());
+                let g = &mut g[at..end];
+                crate::par::wide(
+                    #[inline(always)]
+                    || {
+                        g.iter_mut()
+                            .zip(&x[at..end])
+                            .for_each(|(g, &x)| *g = expon_update(*g, x, k_syn))
+                    },
+                );
+                let t = tape.as_deref_mut().map(|t| &mut t[at..end]);
+                lif_update_part(&mut v[at..end], g, &mut o[at..end], t, stream, p, k, training);
+            }
+        }
+    }
+}
+
+/// The Expon update of one value: `g <- g + c (-g / tau)`, then `+ x`, with `k = c / tau`.
+#[inline(always)]
+fn expon_update(g: f32, x: f32, k: f32) -> f32 {
+    (g - k * g) + x
+}
+
+#[allow(clippy::too_many_arguments)]
 fn lif_update_part(
     v: &mut [f32],
     i: &[f32],
     o: &mut [f32],
     tape: Option<&mut [f32]>,
+    stream: bool,
     p: &LifParams,
     k: f32,
     training: bool,
@@ -528,7 +645,7 @@ fn lif_update_part(
     crate::par::wide(
         #[inline(always)]
         || match (training, p.spk_reset) {
-            (false, _) => lif_pass(v, i, o, tape, move |v, i| {
+            (false, _) => lif_pass(v, i, o, tape, stream, move |v, i| {
                 let vp = v + k * (v_rest - v + r * i);
                 let spiking = vp >= v_th;
                 (
@@ -539,13 +656,13 @@ fn lif_update_part(
             }),
             (true, SpikeReset::Soft) => {
                 let jump = v_th - v_reset;
-                lif_pass(v, i, o, tape, move |v, i| {
+                lif_pass(v, i, o, tape, stream, move |v, i| {
                     let vp = v + k * (v_rest - v + r * i);
                     let s = if vp >= v_th { 1.0 } else { 0.0 };
                     (vp, s, vp - jump * s)
                 })
             }
-            (true, SpikeReset::Hard) => lif_pass(v, i, o, tape, move |v, i| {
+            (true, SpikeReset::Hard) => lif_pass(v, i, o, tape, stream, move |v, i| {
                 let vp = v + k * (v_rest - v + r * i);
                 let s = if vp >= v_th { 1.0 } else { 0.0 };
                 (vp, s, vp + (v_reset - vp) * s)
@@ -566,11 +683,12 @@ fn lif_pass(
     i: &[f32],
     o: &mut [f32],
     tape: Option<&mut [f32]>,
+    stream: bool,
     f: impl Fn(f32, f32) -> (f32, f32, f32),
 ) {
     let it = v.iter_mut().zip(i).zip(o.iter_mut());
     match tape {
-        Some(tape) if tape.len() < STREAM_MIN => it.zip(tape.iter_mut()).for_each(|(((v, &i), o), vp)| {
+        Some(tape) if !stream => it.zip(tape.iter_mut()).for_each(|(((v, &i), o), vp)| {
             let (p, s, vn) = f(*v, i);
             *vp = p;
             *o = s;
@@ -939,6 +1057,21 @@ impl Expon {
     pub fn g(&self) -> &Variable {
         &self.g
     }
+
+    /// The conductance values and the decay `k` (`c / tau`) of a step of `dt` with input `x`
+    /// (checked as [`Layer::step`] checks it), for a Lif step that runs this layer's update
+    /// with its own ([`Lif::step_after_expon`]).
+    pub(crate) fn step_state(&mut self, dt: f32, x: &[f32]) -> Result<(&mut [f32], f32)> {
+        let Expon {
+            name, g, tau, size, ..
+        } = self;
+        let g = f32_mut(g, name, "Expon", "g")?;
+        check_input(&Signal::Dense(x), *size, Some(g.len() / *size), || {
+            label_of(name, "Expon")
+        })?;
+        Ok((g, exp_euler_c(dt, *tau) / *tau))
+    }
+
     /// The input gradient buffer of a backward pass under way, which is also its carry
     /// (`d_in = d + (1 - k) d_in` each step back), with `1 - k` for `dt`; None before
     /// `begin_backward` or when its length is not `n`.
@@ -1124,13 +1257,7 @@ macro_rules! linear_layer {
     };
 }
 
-linear_layer!(
-    Expon,
-    g,
-    "g",
-    |g: f32, x: f32, k: f32| (g - k * g) + x,
-    |k: f32| (1.0 - k, 1.0)
-);
+linear_layer!(Expon, g, "g", expon_update, |k: f32| (1.0 - k, 1.0));
 linear_layer!(
     Integrator,
     x,

@@ -377,6 +377,28 @@ fn fusable(r: &mut Lif, i2r: &mut Sequential, r2o: &mut Sequential, dt: f32, t: 
             .is_some_and(|e| e.backward_carry(dt, n).is_some())
 }
 
+/// True when the tutorial network's step can run its input synapse's Expon inside the Lif's pass
+/// ([`Lif::step_after_expon`]): training, and the input synapse `Dense >> Expon` as built, of the
+/// Lif's size. Changes nothing.
+fn fusable_step(r: &mut Lif, i2r: &mut Sequential) -> bool {
+    let [_, syn0] = i2r.children_mut() else {
+        return false;
+    };
+    r.mode().is_training()
+        && syn0.num_out() == r.num_in()
+        && syn0.as_any_mut().is_some_and(|a| a.is::<Expon>())
+}
+
+/// The error of a fused step whose layers are not those [`fusable`] or [`fusable_step`] saw.
+fn not_built(what: &str) -> NnError {
+    NnError::Mode {
+        what: format!("fused {what}"),
+        layer: "SNN".into(),
+        needed: "the synapses as built (Dense then Expon)".into(),
+        found: "other layers".into(),
+    }
+}
+
 /// The parts of the tutorial network a fused backward step works on besides the input synapse.
 struct Fusion<'a> {
     r: &'a mut Lif,
@@ -399,12 +421,7 @@ impl Fusion<'_> {
         d: &[f32],
         want_d_in: bool,
     ) -> Result<&'b [f32]> {
-        let not_built = || NnError::Mode {
-            what: format!("fused backward of step {t}"),
-            layer: "SNN".into(),
-            needed: "the synapses as built (Dense then Expon)".into(),
-            found: "other layers".into(),
-        };
+        let not_built = || not_built(&format!("backward of step {t}"));
         let Fusion {
             r,
             r2o,
@@ -471,8 +488,19 @@ impl Layer for TutorialSnn {
     }
     fn step(&mut self, dt: f32, input: Signal<'_>, record: Record) -> Result<&[f32]> {
         let down = record.downstream();
-        let x = self.i2r.step(dt, input, record)?;
-        let x = self.r.step(dt, Signal::Dense(x), down)?;
+        let x = if self.fuse && fusable_step(&mut self.r, &mut self.i2r) {
+            // The input synapse's Expon update runs inside the Lif's pass.
+            let [comm0, syn0] = self.i2r.children_mut() else {
+                return Err(not_built("step"));
+            };
+            let x = comm0.step(dt, input, record)?;
+            let expon0 = syn0.as_any_mut().and_then(|a| a.downcast_mut::<Expon>());
+            let (g, k) = expon0.ok_or_else(|| not_built("step"))?.step_state(dt, x)?;
+            self.r.step_after_expon(dt, x, g, k, down)?
+        } else {
+            let x = self.i2r.step(dt, input, record)?;
+            self.r.step(dt, Signal::Dense(x), down)?
+        };
         // Backward hands `r2o` the spikes again (rebuilt from `r`'s tape): it keeps no copy.
         let retained = match record {
             Record::Off => Record::Off,
@@ -552,15 +580,27 @@ mod tests {
         trainer
             .loss_and_grad(net, x, Targets::Classes(y), Reduction::Mean)
             .expect("backward");
+        let bits = |v: &[f32]| v.iter().map(|v| v.to_bits()).collect::<Vec<u32>>();
         let mut out = Vec::new();
-        net.visit_params(&mut |node, key, _, g| {
-            out.push((format!("{node}.{key}"), g.iter().map(|v| v.to_bits()).collect()));
-        });
+        net.visit_params(&mut |node, key, _, g| out.push((format!("{node}.{key}"), bits(g))));
+        // The forward values too: every output step, the last potentials and conductances.
+        let outputs = trainer.outputs().iter().copied().collect::<Vec<f32>>();
+        out.push(("outputs".into(), bits(&outputs)));
+        out.push((
+            "Lif.V".into(),
+            bits(net.r.v().value().as_slice::<f32>().expect("V")),
+        ));
+        let syn0 = net.i2r.children_mut()[1].as_any_mut();
+        let expon0 = syn0.and_then(|a| a.downcast_mut::<Expon>()).expect("Expon");
+        out.push((
+            "Expon0.g".into(),
+            bits(expon0.g().value().as_slice::<f32>().expect("g")),
+        ));
         out
     }
 
     #[test]
-    fn fused_backward_gives_the_bits_of_the_layer_by_layer_backward() {
+    fn fused_steps_give_the_bits_of_the_layer_by_layer_steps() {
         // 200 Lif neurons (a block of 128 and an overlapping last block), an odd batch, input
         // densities that give dense spikes (0/1 rows) and sparse spikes (events), soft and hard
         // resets, detached or not.
@@ -599,7 +639,7 @@ mod tests {
             let (mut fused, mut plain) = (build(), build());
             plain.fuse = false;
             let (gf, gp) = (grads(&mut fused, &x, &y), grads(&mut plain, &x, &y));
-            assert_eq!(gf.len(), 4);
+            assert_eq!(gf.len(), 7);
             for ((kf, f), (kp, p)) in gf.iter().zip(&gp) {
                 assert_eq!(kf, kp);
                 let differ = f.iter().zip(p).filter(|(a, b)| a != b).count();
@@ -614,7 +654,8 @@ mod tests {
                 gp[0].1.iter().any(|&v| f32::from_bits(v) != 0.0),
                 "input weights get a gradient"
             );
-            // The comparison is between the two paths: the fused one was open to this network.
+            // The comparison is between the two paths: the fused ones were open to this network.
+            assert!(fusable_step(&mut fused.r, &mut fused.i2r));
             assert!(fusable(&mut fused.r, &mut fused.i2r, &mut fused.r2o, 1.0, t - 1));
             assert!(!fusable(&mut fused.r, &mut fused.i2r, &mut fused.r2o, 1.0, t));
         }
