@@ -3,7 +3,7 @@
 use crate::error::{NnError, Result};
 use crate::layer::{check_input, f32_mut, label_of, Layer, ParamVisitor, Record};
 use crate::mode::Mode;
-use crate::signal::Signal;
+use crate::signal::{Events, Signal};
 #[allow(unused_imports)]
 use crate::surrogate::with_grad;
 use crate::surrogate::Surrogate;
@@ -343,8 +343,9 @@ impl Lif {
     /// network, in one pass over the values: from `d1`, the output gradient of the narrow Dense
     /// this layer feeds (`rows * n_out`), through `wt`, that Dense's `W^T` (`n_out * size`), to
     /// this layer's spikes, back through this layer, and back through the Expon before it, whose
-    /// input gradient `e_din` (also its carry) becomes `k_in dvp + e_keep e_din`. Writes the
-    /// step's spikes (0/1) into `spikes` when given. Every value is the one the three layers'
+    /// input gradient `e_din` (also its carry) becomes `k_in dvp + e_keep e_din`. Keeps the
+    /// step's spikes as `spikes` asks; false when they were to be events and there were too
+    /// many (the list is then unusable). Every value is the one the three layers'
     /// own backward passes compute, bit for bit; only the arrays between them are skipped.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn backward_fused(
@@ -356,8 +357,8 @@ impl Lif {
         n_out: usize,
         e_din: &mut [f32],
         e_keep: f32,
-        spikes: Option<&mut [f32]>,
-    ) -> Result<()> {
+        spikes: SpikeOut<'_>,
+    ) -> Result<bool> {
         let n = self.out.len();
         let Some(vpre) = self.tape.get(t * n..(t + 1) * n).filter(|_| t < self.tape_steps) else {
             return Err(NnError::Mode {
@@ -375,7 +376,8 @@ impl Lif {
             || self.size < FUSED_BLOCK
             || !sized(self.carry.len())
             || !sized(e_din.len())
-            || !spikes.as_ref().is_none_or(|s| sized(s.len()))
+            || matches!(&spikes, SpikeOut::Rows(s) if !sized(s.len()))
+            || matches!(&spikes, SpikeOut::Events(e, _) if e.cols != self.size)
         {
             return Err(NnError::BatchSize {
                 layer: label_of(&self.name, "Lif"),
@@ -401,14 +403,13 @@ impl Lif {
         };
         let keep = if p.detach_spk { 0.0 } else { 1.0 };
         let (v_th, v_reset) = (p.v_th, p.v_reset);
-        crate::surrogate::with_grad!(p.surrogate, g => match p.spk_reset {
+        Ok(crate::surrogate::with_grad!(p.surrogate, g => match p.spk_reset {
             SpikeReset::Soft => {
                 let c_soft = keep * (v_th - v_reset);
                 pass.run(move |vp, dout, dv| dvp_soft(vp, dout, dv, v_th, c_soft, &g))
             }
             SpikeReset::Hard => pass.run(move |vp, dout, dv| dvp_hard(vp, dout, dv, v_th, v_reset, keep, &g)),
-        });
-        Ok(())
+        }))
     }
 }
 
@@ -863,6 +864,27 @@ impl StepBack<'_> {
     }
 }
 
+/// What a fused backward step ([`Lif::backward_fused`]) keeps of the step's spikes for the
+/// readout's weight gradient.
+pub(crate) enum SpikeOut<'a> {
+    /// 0/1 rows (`rows * size` values).
+    Rows(&'a mut [f32]),
+    /// The spikes as events, with the decisions of [`Events::collect_spikes`] for at most this
+    /// many events (started by the caller; the pass reports whether the list held).
+    Events(&'a mut Events, usize),
+}
+
+impl SpikeOut<'_> {
+    /// The 0/1 rows, when asked for.
+    #[inline(always)]
+    fn rows(&mut self) -> Option<&mut [f32]> {
+        match self {
+            SpikeOut::Rows(s) => Some(s),
+            _ => None,
+        }
+    }
+}
+
 /// The arrays of one fused backward step (see [`Lif::backward_fused`]), all `rows * n` values
 /// except `d1` (`rows * n_out`) and `wt` (`n_out * n`).
 struct Fused<'a> {
@@ -871,7 +893,7 @@ struct Fused<'a> {
     vpre: &'a [f32],
     carry: &'a mut [f32],
     e_din: &'a mut [f32],
-    spikes: Option<&'a mut [f32]>,
+    spikes: SpikeOut<'a>,
     n: usize,
     n_out: usize,
     v_th: f32,
@@ -885,23 +907,35 @@ pub(crate) const FUSED_BLOCK: usize = 128;
 
 impl Fused<'_> {
     /// Runs the pass over all rows, in two halves of the rows across the threads when large.
-    fn run(self, dvp: impl Fn(f32, f32, f32) -> f32 + Copy + Send + Sync) {
+    /// False when the spikes were to be kept as events and there were too many.
+    fn run(self, dvp: impl Fn(f32, f32, f32) -> f32 + Copy + Send + Sync) -> bool {
         let (n, n_out) = (self.n, self.n_out);
         let rows = self.d1.len() / n_out;
         if rows < 2 || !crate::par::worth(rows * n) {
             return self.part(dvp);
         }
+        // Two halves of the rows (an event list's second half is scanned into its own list and
+        // appended, as Events::collect_spikes does with the same halves).
         let m = rows / 2;
         let (d10, d11) = self.d1.split_at(m * n_out);
         let (vp0, vp1) = self.vpre.split_at(m * n);
         let (c0, c1) = self.carry.split_at_mut(m * n);
         let (e0, e1) = self.e_din.split_at_mut(m * n);
+        let mut half: Option<Box<Events>> = None;
+        let mut list: Option<(&mut Events, usize)> = None;
         let (s0, s1) = match self.spikes {
-            Some(s) => {
+            SpikeOut::Rows(s) => {
                 let (a, b) = s.split_at_mut(m * n);
-                (Some(a), Some(b))
+                (SpikeOut::Rows(a), SpikeOut::Rows(b))
             }
-            None => (None, None),
+            SpikeOut::Events(ev, max) => {
+                let second = half.insert(ev.take_half());
+                let first = list.insert((ev, max));
+                (
+                    SpikeOut::Events(&mut *first.0, max),
+                    SpikeOut::Events(second, max),
+                )
+            }
         };
         let (h0, h1) = (
             Fused {
@@ -921,7 +955,12 @@ impl Fused<'_> {
                 ..self
             },
         );
-        crate::par::join(|| h0.part(dvp), || h1.part(dvp));
+        let (mut ok0, mut ok1) = (true, true);
+        crate::par::join(|| ok0 = h0.part(dvp), || ok1 = h1.part(dvp));
+        match (list, half) {
+            (Some((ev, max)), Some(second)) => ev.merge_half(second, ok0 && ok1, max),
+            _ => ok0 && ok1,
+        }
     }
 
     /// Two rows at a time, 128 columns at a time: the spike gradient of the block (`d1 W^T`,
@@ -930,7 +969,7 @@ impl Fused<'_> {
     /// (`e_din = k_in dvp + e_keep e_din`) and, when asked, the spike (0/1) for the readout's
     /// weight gradient. The last block overlaps the one before when 128 does not divide `n`;
     /// it recomputes those spike gradients but steps back only the columns not yet done.
-    fn part(self, dvp: impl Fn(f32, f32, f32) -> f32) {
+    fn part(self, dvp: impl Fn(f32, f32, f32) -> f32) -> bool {
         const B: usize = FUSED_BLOCK;
         let Fused {
             d1,
@@ -960,6 +999,7 @@ impl Fused<'_> {
                     v_th,
                 };
                 let mut r = 0;
+                let mut events_ok = true;
                 while r < rows {
                     let two = r + 1 < rows;
                     // (block start, first column not yet stepped back)
@@ -988,27 +1028,23 @@ impl Fused<'_> {
                             }
                         }
                         let skip = from - lo;
-                        step_back.run(
-                            &a0[skip..],
-                            r * n + from,
-                            carry,
-                            e_din,
-                            spikes.as_deref_mut(),
-                            &dvp,
-                        );
+                        let at = r * n + from;
+                        step_back.run(&a0[skip..], at, carry, e_din, spikes.rows(), &dvp);
                         if two {
-                            step_back.run(
-                                &a1[skip..],
-                                (r + 1) * n + from,
-                                carry,
-                                e_din,
-                                spikes.as_deref_mut(),
-                                &dvp,
-                            );
+                            let at = at + n;
+                            step_back.run(&a1[skip..], at, carry, e_din, spikes.rows(), &dvp);
                         }
                     }
-                    r += if two { 2 } else { 1 };
+                    let done = if two { 2 } else { 1 };
+                    if let SpikeOut::Events(ev, max) = &mut spikes {
+                        // The rows just stepped back are still in L1: their spikes as events.
+                        if events_ok {
+                            events_ok = ev.append_spikes(&vpre[r * n..(r + done) * n], v_th, *max);
+                        }
+                    }
+                    r += done;
                 }
+                events_ok
             },
         )
     }

@@ -5,8 +5,8 @@ use crate::error::{NnError, Result};
 use crate::init::Init;
 use crate::layer::{chain_backward, chain_step, check_chain, label_of, Layer, ParamVisitor, Record};
 use crate::mode::Mode;
-use crate::neurons::{Expon, Integrator, Lif, LifParams, FUSED_BLOCK};
-use crate::signal::{Events, EventsRef, Signal};
+use crate::neurons::{Expon, Integrator, Lif, LifParams, SpikeOut, FUSED_BLOCK};
+use crate::signal::{Events, Signal};
 use brainstate_core::NodeName;
 use ndarray::{Array2, ArrayView2};
 use std::ops::Shr;
@@ -403,10 +403,11 @@ fn not_built(what: &str) -> NnError {
 struct Fusion<'a> {
     r: &'a mut Lif,
     r2o: &'a mut Sequential,
-    /// Written with the step's 0/1 spikes when there are no `events`.
+    /// Written with the step's 0/1 spikes when they are not events.
     spikes: &'a mut Vec<f32>,
-    /// The step's spikes as events, for the readout's weight gradient.
-    events: Option<EventsRef<'a>>,
+    /// The list (started) for the step's spikes as events, and the most it may hold, when the
+    /// readout's Dense takes them as events.
+    events: Option<(&'a mut Events, usize)>,
 }
 
 impl Fusion<'_> {
@@ -426,7 +427,7 @@ impl Fusion<'_> {
             r,
             r2o,
             spikes,
-            events,
+            mut events,
         } = self;
         let n = r.recorded_v_pre(t).map_or(0, <[f32]>::len);
         let [comm1, syn1] = r2o.children_mut() else {
@@ -446,26 +447,23 @@ impl Fusion<'_> {
             .and_then(|e| e.backward_carry(dt, n))
             .ok_or_else(not_built)?;
         let n_out = dense1.num_out();
-        let step_spikes = match events {
-            Some(_) => None,
+        let out = match events.as_mut() {
+            Some((ev, max)) => SpikeOut::Events(ev, *max),
             None => {
                 spikes.resize(n, 0.0);
-                Some(&mut spikes[..])
+                SpikeOut::Rows(&mut spikes[..])
             }
         };
-        r.backward_fused(
-            dt,
-            t,
-            d1,
-            dense1.narrow_wt().unwrap_or_default(),
-            n_out,
-            e_din,
-            e_keep,
-            step_spikes,
-        )?;
+        let wt = dense1.narrow_wt().unwrap_or_default();
+        let held = r.backward_fused(dt, t, d1, wt, n_out, e_din, e_keep, out)?;
         let sig = match events {
-            Some(e) => Signal::Events(e),
             None => Signal::Dense(spikes),
+            Some((e, _)) if held => Signal::Events(e.view()),
+            // Too many for a list after all: 0/1 rows from the potentials, as unfused.
+            Some(_) => {
+                r.recorded_spikes(t, spikes);
+                Signal::Dense(spikes)
+            }
         };
         dense1.backward(dt, t, Some(sig), d1, false)?;
         comm0.backward(dt, t, input, e_din, want_d_in)
@@ -529,22 +527,34 @@ impl Layer for TutorialSnn {
         let d = self.o.backward(dt, t, None, d_out, true)?;
         let (n_rec, n_out) = (self.r.num_out(), self.r2o.num_out());
         let v_th = self.r.params().v_th;
-        // Events straight from the potentials (no 0/1 rows written and scanned again) when
-        // r2o's Dense would turn those rows into events itself: the same events, so the same
-        // gradient bits.
-        let events = self.r.recorded_v_pre(t).is_some_and(|vp| {
-            event_limit(vp.len() / n_rec.max(1), n_rec, n_out)
-                .is_some_and(|max| self.spike_events.collect_spikes(vp, n_rec, v_th, max))
-        });
+        // The spikes reach r2o's Dense as events when it would turn their 0/1 rows into events
+        // itself (the same events, so the same gradient bits), taken straight from the
+        // potentials: no 0/1 rows written and scanned again.
+        let max_events = self
+            .r
+            .recorded_v_pre(t)
+            .and_then(|vp| event_limit(vp.len() / n_rec.max(1), n_rec, n_out));
         if self.fuse && fusable(&mut self.r, &mut self.i2r, &mut self.r2o, dt, t) {
+            // The fused pass collects the events as it goes, when the probe lets it try.
+            let probe = |max| {
+                let vp = self.r.recorded_v_pre(t).unwrap_or_default();
+                Events::probe_spikes(vp, v_th, max)
+            };
+            let max_events = max_events.filter(|&max| probe(max));
+            if max_events.is_some() {
+                self.spike_events.start(n_rec);
+            }
             let parts = Fusion {
                 r: &mut self.r,
                 r2o: &mut self.r2o,
                 spikes: &mut self.spikes,
-                events: events.then(|| self.spike_events.view()),
+                events: max_events.map(|max| (&mut self.spike_events, max)),
             };
             return parts.backward(&mut self.i2r, dt, t, input, d, want_d_in);
         }
+        let events = self.r.recorded_v_pre(t).is_some_and(|vp| {
+            max_events.is_some_and(|max| self.spike_events.collect_spikes(vp, n_rec, v_th, max))
+        });
         let spikes = if events {
             Some(Signal::Events(self.spike_events.view()))
         } else {
@@ -603,16 +613,26 @@ mod tests {
     fn fused_steps_give_the_bits_of_the_layer_by_layer_steps() {
         // 200 Lif neurons (a block of 128 and an overlapping last block), an odd batch, input
         // densities that give dense spikes (0/1 rows) and sparse spikes (events), soft and hard
-        // resets, detached or not.
-        for (density, reset, detach) in [
-            (0.5, SpikeReset::Soft, false),
-            (0.02, SpikeReset::Soft, false),
-            (0.5, SpikeReset::Hard, false),
-            (0.5, SpikeReset::Hard, true),
+        // resets, detached or not. Steps of three kinds must occur: spikes as events, too many
+        // for events on the probe (0/1 rows), and too many only over the whole step (the list
+        // is abandoned, then 0/1 rows).
+        // The large cases (66 x 520 values a step) run in two halves of the rows on two
+        // threads, the second half's events listed apart and appended.
+        let mut kinds = [0usize; 3];
+        let mut kinds_large = [0usize; 3];
+        for (density, reset, detach, b, num_rec) in [
+            (0.5, SpikeReset::Soft, false, 7, 200),
+            (0.02, SpikeReset::Soft, false, 7, 200),
+            (0.05, SpikeReset::Soft, false, 7, 200),
+            (0.1, SpikeReset::Soft, false, 7, 200),
+            (0.5, SpikeReset::Hard, false, 7, 200),
+            (0.5, SpikeReset::Hard, true, 7, 200),
+            (0.02, SpikeReset::Soft, false, 66, 520),
+            (0.3, SpikeReset::Soft, false, 66, 520),
         ] {
             let cfg = SnnConfig {
                 num_in: 40,
-                num_rec: 200,
+                num_rec,
                 num_out: 5,
                 lif: LifParams {
                     spk_reset: reset,
@@ -621,7 +641,7 @@ mod tests {
                 },
                 ..SnnConfig::default()
             };
-            let (t, b) = (12, 7);
+            let t = 12;
             let mut rng = rand::rngs::StdRng::seed_from_u64(5);
             let x = Array3::from_shape_simple_fn((t, b, cfg.num_in), || {
                 if rng.gen_bool(density) {
@@ -658,7 +678,26 @@ mod tests {
             assert!(fusable_step(&mut fused.r, &mut fused.i2r));
             assert!(fusable(&mut fused.r, &mut fused.i2r, &mut fused.r2o, 1.0, t - 1));
             assert!(!fusable(&mut fused.r, &mut fused.i2r, &mut fused.r2o, 1.0, t));
+            let max = event_limit(b, cfg.num_rec, cfg.num_out).expect("a list size");
+            for step in 0..t {
+                let vp = fused.r.recorded_v_pre(step).expect("recorded");
+                let spikes = vp.iter().filter(|&&v| v >= cfg.lif.v_th).count();
+                if b * num_rec <= 4096 {
+                    // The probe sees the whole step.
+                    kinds[usize::from(spikes > max) + usize::from(spikes > 2 * max)] += 1;
+                } else {
+                    kinds_large[usize::from(spikes > max)] += 1;
+                }
+            }
         }
+        assert!(
+            kinds.iter().all(|&k| k > 0),
+            "steps as events, abandoned lists, 0/1 rows: {kinds:?}"
+        );
+        assert!(
+            kinds_large[..2].iter().all(|&k| k > 0),
+            "large steps: {kinds_large:?}"
+        );
     }
 
     #[test]
@@ -681,35 +720,47 @@ mod tests {
         let mut e = vec![0.0f32; n];
         let mut s = vec![0.0f32; n];
         let r = &mut net.r;
+        fn rows(s: &mut [f32]) -> SpikeOut<'_> {
+            SpikeOut::Rows(s)
+        }
         let err = r
-            .backward_fused(1.0, t, &d1, &wt, cfg.num_out, &mut e, 0.9, None)
+            .backward_fused(1.0, t, &d1, &wt, cfg.num_out, &mut e, 0.9, rows(&mut s))
             .unwrap_err();
         assert!(
             matches!(err, NnError::Mode { .. }) && err.to_string().contains("backward of step 3"),
             "{err}"
         );
         let batch = |err: NnError| matches!(err, NnError::BatchSize { .. });
+        let out = cfg.num_out;
         assert!(batch(
-            r.backward_fused(1.0, 0, &d1[1..], &wt, cfg.num_out, &mut e, 0.9, None)
+            r.backward_fused(1.0, 0, &d1[1..], &wt, out, &mut e, 0.9, rows(&mut s))
                 .unwrap_err()
         ));
         assert!(batch(
-            r.backward_fused(1.0, 0, &d1, &wt[1..], cfg.num_out, &mut e, 0.9, None)
+            r.backward_fused(1.0, 0, &d1, &wt[1..], out, &mut e, 0.9, rows(&mut s))
                 .unwrap_err()
         ));
         assert!(batch(
-            r.backward_fused(1.0, 0, &d1, &wt, cfg.num_out, &mut e[1..], 0.9, None)
+            r.backward_fused(1.0, 0, &d1, &wt, out, &mut e[1..], 0.9, rows(&mut s))
+                .unwrap_err()
+        ));
+        let short = SpikeOut::Rows(&mut s[1..]);
+        assert!(batch(
+            r.backward_fused(1.0, 0, &d1, &wt, out, &mut e, 0.9, short)
                 .unwrap_err()
         ));
         assert!(batch(
-            r.backward_fused(1.0, 0, &d1, &wt, cfg.num_out, &mut e, 0.9, Some(&mut s[1..]))
+            r.backward_fused(1.0, 0, &d1, &wt, 0, &mut e, 0.9, rows(&mut s))
                 .unwrap_err()
         ));
+        let mut narrow = Events::default();
+        narrow.start(cfg.num_rec - 1);
+        let other_width = SpikeOut::Events(&mut narrow, 1000);
         assert!(batch(
-            r.backward_fused(1.0, 0, &d1, &wt, 0, &mut e, 0.9, None)
+            r.backward_fused(1.0, 0, &d1, &wt, out, &mut e, 0.9, other_width)
                 .unwrap_err()
         ));
-        r.backward_fused(1.0, 0, &d1, &wt, cfg.num_out, &mut e, 0.9, Some(&mut s))
-            .expect("sizes that fit");
+        let fits = r.backward_fused(1.0, 0, &d1, &wt, out, &mut e, 0.9, rows(&mut s));
+        assert!(fits.expect("sizes that fit"));
     }
 }

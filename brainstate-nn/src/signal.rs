@@ -113,13 +113,7 @@ impl Events {
 
     fn collect_by(&mut self, x: &[f32], cols: usize, max_nnz: usize, pick: Pick) -> bool {
         self.reset(cols);
-        if cols == 0 {
-            return false;
-        }
-        // Probe: a dense input is recognised without building a list.
-        let probe = &x[..x.len().min(4096)];
-        let seen = probe.iter().filter(|&&v| pick.picks(v)).count();
-        if !probe.is_empty() && seen * x.len() > 2 * max_nnz * probe.len() {
+        if cols == 0 || !probe(x, max_nnz, pick) {
             return false;
         }
         let rows = x.len() / cols;
@@ -127,15 +121,46 @@ impl Events {
             return self.scan(x, cols, max_nnz, pick);
         }
         // Two halves of the rows, the second into `half`, then appended: the same list.
-        let mut other = self.half.take().unwrap_or_default();
-        other.reset(cols);
+        let mut other = self.take_half();
         let (x0, x1) = x.split_at(rows / 2 * cols);
         let (mut ok0, mut ok1) = (false, false);
         crate::par::join(
             || ok0 = self.scan(x0, cols, max_nnz, pick),
             || ok1 = other.scan(x1, cols, max_nnz, pick),
         );
-        let ok = ok0 && ok1 && self.idx.len() + other.idx.len() <= max_nnz;
+        self.merge_half(other, ok0 && ok1, max_nnz)
+    }
+
+    /// Starts an empty list of `cols`-wide rows for [`Events::append_spikes`].
+    pub(crate) fn start(&mut self, cols: usize) {
+        self.reset(cols);
+    }
+
+    /// False when the first values of `x` already show more spikes (`x >= v_th`) than
+    /// [`Events::collect_spikes`] would take for `max_nnz` (it refuses on the same test).
+    pub(crate) fn probe_spikes(x: &[f32], v_th: f32, max_nnz: usize) -> bool {
+        probe(x, max_nnz, Pick::AtLeast(v_th))
+    }
+
+    /// Appends the spikes `x >= v_th` of whole rows `x` (`cols` as started); false, leaving the
+    /// list unusable, once it holds more than `max_nnz` events.
+    pub(crate) fn append_spikes(&mut self, x: &[f32], v_th: f32, max_nnz: usize) -> bool {
+        let cols = self.cols;
+        cols > 0 && self.scan(x, cols, max_nnz, Pick::AtLeast(v_th))
+    }
+
+    /// An empty list with the same columns, for the second half of the rows of a two-thread
+    /// scan (handed back through [`Events::merge_half`], which keeps its storage).
+    pub(crate) fn take_half(&mut self) -> Box<Events> {
+        let mut other = self.half.take().unwrap_or_default();
+        other.reset(self.cols);
+        other
+    }
+
+    /// Appends the list of the second half of the rows when both halves succeeded (`ok`) and the
+    /// whole holds at most `max_nnz` events; true then.
+    pub(crate) fn merge_half(&mut self, other: Box<Events>, ok: bool, max_nnz: usize) -> bool {
+        let ok = ok && self.idx.len() + other.idx.len() <= max_nnz;
         if ok {
             let base = self.idx.len();
             self.row_ptr.extend(other.row_ptr[1..].iter().map(|p| p + base));
@@ -315,6 +340,14 @@ impl Events {
             cols: self.cols,
         }
     }
+}
+
+/// The probe of a scan: false when the first 4096 values of `x` show more than twice the density
+/// `max_nnz` allows (a dense input is recognised without building a list).
+fn probe(x: &[f32], max_nnz: usize, pick: Pick) -> bool {
+    let probe = &x[..x.len().min(4096)];
+    let seen = probe.iter().filter(|&&v| pick.picks(v)).count();
+    probe.is_empty() || seen * x.len() <= 2 * max_nnz * probe.len()
 }
 
 /// Which values of a dense row become events.
