@@ -523,9 +523,6 @@ fn record_slot<'a>(
     Some(&mut tape[t * n..(t + 1) * n])
 }
 
-/// One fused pass of the Lif update: the pre-reset potential `vp = V + k (V_rest - V + R I)`,
-/// the spike `o = H(vp - V_th)` and the reset of `V`; `vp` goes to `tape` when given. Large
-/// states are split in two halves across the worker threads.
 /// The input current of a Lif step: given, or the conductance `g` of the Expon before it, which
 /// its input `x` updates in the same pass (`g <- (g - k g) + x`).
 enum Current<'a> {
