@@ -45,23 +45,22 @@ runs = {}
 for line in open(sys.argv[1]):
     who, r, js = line.split(" ", 2)
     runs.setdefault(int(r), {})[who] = json.loads(js)
-print("round  small(1t)  dense(2t)  sparse(2t)  fwd(2t)  matrix/sgemm(1t)")
-for r, x in sorted(runs.items()):
-    o1, o2, bp = x["ours1"], x["ours2"], x["brainpy"]
-    print(f"{r:5}  {bp['small']['epoch_s'] / o1['small']['epoch_s']:8.2f}x"
-          f"  {bp['big']['epoch_s'] / o2['big-dense']['epoch_s']:8.2f}x"
-          f"  {bp['big']['epoch_s'] / o2['big-sparse']['epoch_s']:9.2f}x"
-          f"  {o2['fwd']['steps_per_s'] / bp['big']['fwd_steps_per_s']:6.2f}x"
-          f"  {100 * o1['big-dense']['matrix_vs_sgemm']:14.0f}%"
-          f"   (BrainPy small {1e3 * bp['small']['epoch_s']:.1f} ms, big {bp['big']['epoch_s']:.3f} s;"
-          f" ours small {1e3 * o1['small']['epoch_s']:.2f} ms, dense {o2['big-dense']['epoch_s']:.3f} s)")
-print("best epochs (forward calls) of each side in the round:")
-print("round  small(1t)  dense(2t)  sparse(2t)  fwd(2t)  matrix/sgemm(1t)")
-for r, x in sorted(runs.items()):
-    o1, o2, bp = x["ours1"], x["ours2"], x["brainpy_best"]
-    print(f"{r:5}  {bp['small']['epoch_s'] / o1['small']['best_epoch_s']:8.2f}x"
-          f"  {bp['big']['epoch_s'] / o2['big-dense']['best_epoch_s']:8.2f}x"
-          f"  {bp['big']['epoch_s'] / o2['big-sparse']['best_epoch_s']:9.2f}x"
-          f"  {bp['big']['fwd_s'] / o2['fwd']['best_s_per_100_steps']:6.2f}x"
-          f"  {100 * o1['big-dense']['matrix_vs_sgemm_best']:14.0f}%")
+def table(title, bp_key, ours_epoch, fwd_ratio, sgemm_key, extra=lambda o1, o2, bp: ""):
+    print(title)
+    print("round  small(1t)  dense(2t)  sparse(2t)  fwd(2t)  matrix/sgemm(1t)")
+    for r, x in sorted(runs.items()):
+        o1, o2, bp = x["ours1"], x["ours2"], x[bp_key]
+        print(f"{r:5}  {bp['small']['epoch_s'] / o1['small'][ours_epoch]:8.2f}x"
+              f"  {bp['big']['epoch_s'] / o2['big-dense'][ours_epoch]:8.2f}x"
+              f"  {bp['big']['epoch_s'] / o2['big-sparse'][ours_epoch]:9.2f}x"
+              f"  {fwd_ratio(o2['fwd'], bp['big']):6.2f}x"
+              f"  {100 * o1['big-dense'][sgemm_key]:14.0f}%" + extra(o1, o2, bp))
+
+
+table("median epochs (forward calls) of each side in the round:", "brainpy", "epoch_s",
+      lambda ours, bp: ours["steps_per_s"] / bp["fwd_steps_per_s"], "matrix_vs_sgemm",
+      lambda o1, o2, bp: f"   (BrainPy small {1e3 * bp['small']['epoch_s']:.1f} ms, big {bp['big']['epoch_s']:.3f} s;"
+                         f" ours small {1e3 * o1['small']['epoch_s']:.2f} ms, dense {o2['big-dense']['epoch_s']:.3f} s)")
+table("best epochs (forward calls) of each side in the round:", "brainpy_best", "best_epoch_s",
+      lambda ours, bp: bp["fwd_s"] / ours["best_s_per_100_steps"], "matrix_vs_sgemm_best")
 PY
