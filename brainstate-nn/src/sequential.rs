@@ -264,7 +264,8 @@ pub struct TutorialSnn {
     /// the event path for them, else as 0/1 rows.
     spikes: Vec<f32>,
     spike_events: Events,
-    /// Backward steps take the fused pass when they can (off only in tests, to compare).
+    /// Steps and backward steps take the fused passes when they can (off only in tests, to
+    /// compare).
     fuse: bool,
 }
 
