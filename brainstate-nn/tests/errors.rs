@@ -334,3 +334,104 @@ fn bad_checkpoints_change_nothing() {
     assert_eq!(restore(&mut n, &mut opt, &good).unwrap(), 3);
     let _ = n.name();
 }
+
+/// A pass-through layer whose step `fail_at` (counted from its last reset) fails.
+#[derive(brainstate_derive::Stateful)]
+#[stateful(crate = "brainstate_core", type_name = "FailAt")]
+struct FailAt {
+    #[stateful(name)]
+    name: brainstate_core::NodeName,
+    size: usize,
+    fail_at: usize,
+    steps: usize,
+    out: Vec<f32>,
+}
+
+impl Layer for FailAt {
+    fn num_in(&self) -> usize {
+        self.size
+    }
+    fn num_out(&self) -> usize {
+        self.size
+    }
+    fn mode(&self) -> Mode {
+        Mode::training()
+    }
+    fn reset(&mut self, _batch_size: usize) {
+        self.steps = 0;
+    }
+    fn step(&mut self, _dt: f32, input: Signal<'_>, _record: Record) -> Result<&[f32]> {
+        self.steps += 1;
+        if self.steps - 1 == self.fail_at {
+            return Err(NnError::Mode {
+                what: format!("step {}", self.fail_at),
+                layer: "FailAt".into(),
+                needed: "a step that works".into(),
+                found: "a planned failure".into(),
+            });
+        }
+        self.out.clear();
+        match input {
+            Signal::Dense(x) => self.out.extend_from_slice(x),
+            Signal::Events(e) => {
+                self.out.resize(e.rows() * self.size, 0.0);
+                e.densify(&mut self.out);
+            }
+        }
+        Ok(&self.out)
+    }
+    fn begin_tape(&mut self, _num_steps: usize) {}
+    fn begin_backward(&mut self) {}
+    fn zero_grad(&mut self) {}
+    fn backward(&mut self, _: f32, _: usize, _: Option<Signal<'_>>, d: &[f32], _: bool) -> Result<&[f32]> {
+        self.out.clear();
+        self.out.extend_from_slice(d);
+        Ok(&self.out)
+    }
+    fn visit_params(&mut self, _f: &mut ParamVisitor<'_>) {}
+}
+
+#[test]
+fn a_failed_step_drops_the_steps_announced_ahead() {
+    // Batch 256: the trainer announces 4 dense steps ahead, and the Dense layer computes them in
+    // one product. Step 2 fails (after the Dense layer took its stored output), so step 3's
+    // stored output must be dropped: run by hand after the weights change, step 3 takes the new
+    // weights.
+    let (t, b, n_in, n_out) = (8, 256, 20, 30);
+    let dense = Dense::new(n_in, n_out, Mode::Training { batch_size: b }, &mut rng()).unwrap();
+    let fail = FailAt {
+        name: brainstate_core::NodeName::auto(),
+        size: n_out,
+        fail_at: 2,
+        steps: 0,
+        out: Vec::new(),
+    };
+    let mut net = Sequential::new(vec![Box::new(dense), Box::new(fail)]).unwrap();
+    let x = Array3::from_shape_fn((t, b, n_in), |(s, i, j)| {
+        0.1 + ((s * 7 + i * 3 + j) % 11) as f32 * 0.05
+    });
+    let x = SpikeInput::new(x).unwrap();
+    let err = Bptt::new(1.0).forward(&mut net, &x, false).unwrap_err();
+    assert!(err.to_string().contains("planned failure"), "{err}");
+
+    net.visit_params(&mut |_, key, var, _| {
+        if key == "W" {
+            var.array_mut::<f32>().unwrap().mapv_inplace(|w| 2.0 * w);
+        }
+    });
+    let values = x.values();
+    let x3 = values.index_axis(ndarray::Axis(0), 3);
+    let x3 = x3.as_slice().expect("a step's rows are contiguous");
+    let dense = net.children_mut()[0]
+        .as_any_mut()
+        .and_then(|a| a.downcast_mut::<Dense>())
+        .unwrap();
+    let (w, bias) = (dense.weight().unwrap().to_owned(), ndarray::Array1::zeros(n_out));
+    let y = dense.step(1.0, Signal::Dense(x3), Record::Off).unwrap().to_vec();
+    let mut fresh = Dense::try_from_arrays(w, Some(bias), Mode::Training { batch_size: b }).unwrap();
+    let want = fresh.step(1.0, Signal::Dense(x3), Record::Off).unwrap();
+    assert!(
+        y.iter().zip(want).all(|(a, b)| a.to_bits() == b.to_bits()),
+        "step 3 used the old weights"
+    );
+}
