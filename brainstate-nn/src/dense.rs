@@ -705,8 +705,7 @@ impl Dense {
     /// `W^T` (`num_out x num_in`) as kept by `begin_backward` for a narrow layer's input
     /// gradient, when it is.
     pub(crate) fn narrow_wt(&self) -> Option<&[f32]> {
-        (self.mode.is_training() && self.wt.len() == self.num_in * self.num_out && !self.wt.is_empty())
-            .then_some(&self.wt[..])
+        (self.mode.is_training() && self.wt.len() == self.num_in * self.num_out).then_some(&self.wt[..])
     }
 
     fn w_slice(&self) -> Result<&[f32]> {
@@ -1186,6 +1185,52 @@ fn add_outer_grouped_part(
     )
 }
 
+/// Columns of a narrow layer's input gradient held in registers at a time.
+pub(crate) const NARROW_BLOCK: usize = 128;
+
+/// Columns `lo..lo + 128` of one row of `d W^T` from the row's output gradient `d0` and
+/// `wt = W^T` (`n_out x n_in`, `n_in >= lo + 128`): fused multiply-adds from zero, `j` ascending,
+/// the order of the matrix multiply's kernel. Inlined into callers compiled by [`par::wide`].
+#[inline(always)]
+pub(crate) fn narrow_block(wt: &[f32], n_in: usize, lo: usize, d0: &[f32]) -> [f32; NARROW_BLOCK] {
+    const B: usize = NARROW_BLOCK;
+    let mut acc = [0.0f32; B];
+    for (j, &x) in d0.iter().enumerate() {
+        let w: &[f32; B] = wt[j * n_in + lo..j * n_in + lo + B]
+            .try_into()
+            .expect("128 values");
+        for (a, &w) in acc.iter_mut().zip(w) {
+            *a = x.mul_add(w, *a);
+        }
+    }
+    acc
+}
+
+/// [`narrow_block`] for two rows at once (`d0`, `d1`, equal lengths): 16 independent chains of
+/// accumulators hide the FMA latency, and each vector of `W^T` loaded serves both rows. The
+/// same values as two calls of [`narrow_block`].
+#[inline(always)]
+pub(crate) fn narrow_block2(
+    wt: &[f32],
+    n_in: usize,
+    lo: usize,
+    d0: &[f32],
+    d1: &[f32],
+) -> ([f32; NARROW_BLOCK], [f32; NARROW_BLOCK]) {
+    const B: usize = NARROW_BLOCK;
+    let (mut a0, mut a1) = ([0.0f32; B], [0.0f32; B]);
+    for (j, (&x0, &x1)) in d0.iter().zip(d1).enumerate() {
+        let w: &[f32; B] = wt[j * n_in + lo..j * n_in + lo + B]
+            .try_into()
+            .expect("128 values");
+        for ((a0, a1), &w) in a0.iter_mut().zip(a1.iter_mut()).zip(w) {
+            *a0 = x0.mul_add(w, *a0);
+            *a1 = x1.mul_add(w, *a1);
+        }
+    }
+    (a0, a1)
+}
+
 /// `d_in = d W^T` for a narrow layer from `wt = W^T` (`n_out x n_in`): 128 inputs at a time are
 /// accumulated in registers over the `n_out` terms, as fused multiply-adds in the order of the
 /// matrix multiply's kernel (from zero, `j` ascending), so the values are the same. Two halves
@@ -1209,29 +1254,13 @@ fn narrow_d_in_part(d_in: &mut [f32], d: &[f32], wt: &[f32], n_in: usize, n_out:
     par::wide(
         #[inline(always)]
         || {
-            // Two rows at a time, 8 vectors of accumulators each: 16 independent chains hide
-            // the FMA latency, and each vector of W^T loaded serves both rows.
-            const B: usize = 128;
+            const B: usize = NARROW_BLOCK;
             let block = |ir: &mut [f32], dr: &[f32], lo: usize| {
-                let mut acc = [0.0f32; B];
-                for (j, &dj) in dr.iter().enumerate() {
-                    let w: &[f32; B] = wt[j * n_in + lo..j * n_in + lo + B].try_into().expect("128");
-                    for (a, &w) in acc.iter_mut().zip(w) {
-                        *a = dj.mul_add(w, *a);
-                    }
-                }
-                ir[lo..lo + B].copy_from_slice(&acc);
+                ir[lo..lo + B].copy_from_slice(&narrow_block(wt, n_in, lo, dr));
             };
             let block2 = |ir: &mut [f32], dr: &[f32], lo: usize| {
-                let (mut a0, mut a1) = ([0.0f32; B], [0.0f32; B]);
                 let (d0, d1) = dr.split_at(n_out);
-                for (j, (&x0, &x1)) in d0.iter().zip(d1).enumerate() {
-                    let w: &[f32; B] = wt[j * n_in + lo..j * n_in + lo + B].try_into().expect("128");
-                    for ((a0, a1), &w) in a0.iter_mut().zip(a1.iter_mut()).zip(w) {
-                        *a0 = x0.mul_add(w, *a0);
-                        *a1 = x1.mul_add(w, *a1);
-                    }
-                }
+                let (a0, a1) = narrow_block2(wt, n_in, lo, d0, d1);
                 ir[lo..lo + B].copy_from_slice(&a0);
                 ir[n_in + lo..n_in + lo + B].copy_from_slice(&a1);
             };

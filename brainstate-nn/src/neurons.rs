@@ -1,5 +1,6 @@
 //! `Lif`, `Expon` and `Integrator`: BrainPy's exponential-Euler dynamics.
 
+use crate::dense::{narrow_block, narrow_block2, NARROW_BLOCK};
 use crate::error::{NnError, Result};
 use crate::layer::{check_input, f32_mut, label_of, Layer, ParamVisitor, Record};
 use crate::mode::Mode;
@@ -368,12 +369,19 @@ impl Lif {
                 found: format!("{} recorded steps", self.tape_steps),
             });
         };
+        if self.size < NARROW_BLOCK {
+            return Err(NnError::Mode {
+                what: format!("fused backward of step {t}"),
+                layer: label_of(&self.name, "Lif"),
+                needed: format!("at least {NARROW_BLOCK} neurons"),
+                found: format!("{} neurons", self.size),
+            });
+        }
         let rows = n / self.size;
         let sized = |len: usize| len == n;
         if n_out == 0
             || d1.len() != rows * n_out
             || wt.len() != n_out * self.size
-            || self.size < FUSED_BLOCK
             || !sized(self.carry.len())
             || !sized(e_din.len())
             || matches!(&spikes, SpikeOut::Rows(s) if !sized(s.len()))
@@ -867,7 +875,8 @@ pub(crate) enum SpikeOut<'a> {
     /// 0/1 rows (`rows * size` values).
     Rows(&'a mut [f32]),
     /// The spikes as events, with the decisions of [`Events::collect_spikes`] for at most this
-    /// many events (started by the caller; the pass reports whether the list held).
+    /// many events (reset by the caller to the layer's width; the pass reports whether the
+    /// list held).
     Events(&'a mut Events, usize),
 }
 
@@ -898,9 +907,6 @@ struct Fused<'a> {
     k_in: f32,
     e_keep: f32,
 }
-
-/// Columns of the spike gradient held in registers at a time (as the narrow Dense's `d W^T`).
-pub(crate) const FUSED_BLOCK: usize = 128;
 
 impl Fused<'_> {
     /// Runs the pass over all rows, in two halves of the rows across the threads when large.
@@ -960,14 +966,14 @@ impl Fused<'_> {
         }
     }
 
-    /// Two rows at a time, 128 columns at a time: the spike gradient of the block (`d1 W^T`,
-    /// fused multiply-adds from zero with `j` ascending, as the narrow Dense computes it), then
+    /// Two rows at a time, 128 columns at a time: the spike gradient of the block (`d1 W^T` by
+    /// the narrow Dense's own [`narrow_block2`] / [`narrow_block`]), then
     /// for each of its values the Lif step back (`carry`, `dvp`), the Expon step back
     /// (`e_din = k_in dvp + e_keep e_din`) and, when asked, the spike (0/1) for the readout's
     /// weight gradient. The last block overlaps the one before when 128 does not divide `n`;
     /// it recomputes those spike gradients but steps back only the columns not yet done.
     fn part(self, dvp: impl Fn(f32, f32, f32) -> f32) -> bool {
-        const B: usize = FUSED_BLOCK;
+        const B: usize = NARROW_BLOCK;
         let Fused {
             d1,
             wt,
@@ -1002,28 +1008,12 @@ impl Fused<'_> {
                     // (block start, first column not yet stepped back)
                     let blocks = (0..full).step_by(B).map(|lo| (lo, lo));
                     for (lo, from) in blocks.chain(last.map(|lo| (lo, full))) {
-                        let (mut a0, mut a1) = ([0.0f32; B], [0.0f32; B]);
-                        let w_block = |j: usize| -> &[f32; B] {
-                            wt[j * n + lo..j * n + lo + B].try_into().expect("128 values")
-                        };
-                        if two {
-                            let (x0, x1) = (
-                                &d1[r * n_out..(r + 1) * n_out],
-                                &d1[(r + 1) * n_out..(r + 2) * n_out],
-                            );
-                            for (j, (&x0, &x1)) in x0.iter().zip(x1).enumerate() {
-                                for ((a0, a1), &w) in a0.iter_mut().zip(a1.iter_mut()).zip(w_block(j)) {
-                                    *a0 = x0.mul_add(w, *a0);
-                                    *a1 = x1.mul_add(w, *a1);
-                                }
-                            }
+                        let d0 = &d1[r * n_out..(r + 1) * n_out];
+                        let (a0, a1) = if two {
+                            narrow_block2(wt, n, lo, d0, &d1[(r + 1) * n_out..(r + 2) * n_out])
                         } else {
-                            for (j, &x0) in d1[r * n_out..(r + 1) * n_out].iter().enumerate() {
-                                for (a0, &w) in a0.iter_mut().zip(w_block(j)) {
-                                    *a0 = x0.mul_add(w, *a0);
-                                }
-                            }
-                        }
+                            (narrow_block(wt, n, lo, d0), [0.0; B])
+                        };
                         let skip = from - lo;
                         let at = r * n + from;
                         step_back.run(&a0[skip..], at, carry, e_din, spikes.rows(), &dvp);

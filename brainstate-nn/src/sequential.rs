@@ -1,11 +1,11 @@
 //! `Sequential` containers, the tutorial network, and the `x >> layer >> layer` spelling.
 
-use crate::dense::{event_limit, Dense};
+use crate::dense::{event_limit, Dense, NARROW_BLOCK};
 use crate::error::{NnError, Result};
 use crate::init::Init;
 use crate::layer::{chain_backward, chain_step, check_chain, label_of, Layer, ParamVisitor, Record};
 use crate::mode::Mode;
-use crate::neurons::{Expon, Integrator, Lif, LifParams, SpikeOut, FUSED_BLOCK};
+use crate::neurons::{Expon, Integrator, Lif, LifParams, SpikeOut};
 use crate::signal::{Events, Signal};
 use brainstate_core::NodeName;
 use ndarray::{Array2, ArrayView2};
@@ -367,7 +367,7 @@ fn fusable(r: &mut Lif, i2r: &mut Sequential, r2o: &mut Sequential, dt: f32, t: 
         return false;
     };
     r.mode().is_training()
-        && r.num_out() >= FUSED_BLOCK
+        && r.num_out() >= NARROW_BLOCK
         && comm1
             .as_any_mut()
             .and_then(|a| a.downcast_mut::<Dense>())
@@ -406,8 +406,8 @@ struct Fusion<'a> {
     r2o: &'a mut Sequential,
     /// Written with the step's 0/1 spikes when they are not events.
     spikes: &'a mut Vec<f32>,
-    /// The list (started) for the step's spikes as events, and the most it may hold, when the
-    /// readout's Dense takes them as events.
+    /// The list (reset to the Lif's width) for the step's spikes as events, and the most it may
+    /// hold, when the readout's Dense takes them as events.
     events: Option<(&'a mut Events, usize)>,
 }
 
@@ -543,7 +543,7 @@ impl Layer for TutorialSnn {
             };
             let max_events = max_events.filter(|&max| probe(max));
             if max_events.is_some() {
-                self.spike_events.start(n_rec);
+                self.spike_events.reset(n_rec);
             }
             let parts = Fusion {
                 r: &mut self.r,
@@ -755,7 +755,7 @@ mod tests {
                 .unwrap_err()
         ));
         let mut narrow = Events::default();
-        narrow.start(cfg.num_rec - 1);
+        narrow.reset(cfg.num_rec - 1);
         let other_width = SpikeOut::Events(&mut narrow, 1000);
         assert!(batch(
             r.backward_fused(1.0, 0, &d1, &wt, out, &mut e, 0.9, other_width)
@@ -763,5 +763,18 @@ mod tests {
         ));
         let fits = r.backward_fused(1.0, 0, &d1, &wt, out, &mut e, 0.9, rows(&mut s));
         assert!(fits.expect("sizes that fit"));
+
+        // A Lif narrower than one block of columns never takes the fused pass (the network
+        // steps back layer by layer); called anyway, it refuses.
+        let small = SnnConfig { num_rec: 100, ..cfg };
+        let mut net = TutorialSnn::new(&small, Mode::Training { batch_size: b }, &mut rng).expect("net");
+        grads(&mut net, &x, &y);
+        assert!(!fusable(&mut net.r, &mut net.i2r, &mut net.r2o, 1.0, 0));
+        let (wt, mut e, mut s) = (vec![0.0; out * 100], vec![0.0; b * 100], vec![0.0; b * 100]);
+        let err = net
+            .r
+            .backward_fused(1.0, 0, &d1, &wt, out, &mut e, 0.9, rows(&mut s))
+            .unwrap_err();
+        assert!(err.to_string().contains("at least 128 neurons"), "{err}");
     }
 }

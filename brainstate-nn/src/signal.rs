@@ -131,18 +131,13 @@ impl Events {
         self.merge_half(other, ok0 && ok1, max_nnz)
     }
 
-    /// Starts an empty list of `cols`-wide rows for [`Events::append_spikes`].
-    pub(crate) fn start(&mut self, cols: usize) {
-        self.reset(cols);
-    }
-
     /// False when the first values of `x` already show more spikes (`x >= v_th`) than
     /// [`Events::collect_spikes`] would take for `max_nnz` (it refuses on the same test).
     pub(crate) fn probe_spikes(x: &[f32], v_th: f32, max_nnz: usize) -> bool {
         probe(x, max_nnz, Pick::AtLeast(v_th))
     }
 
-    /// Appends the spikes `x >= v_th` of whole rows `x` (`cols` as started); false, leaving the
+    /// Appends the spikes `x >= v_th` of whole rows `x` (`cols` as reset); false, leaving the
     /// list unusable, once it holds more than `max_nnz` events.
     pub(crate) fn append_spikes(&mut self, x: &[f32], v_th: f32, max_nnz: usize) -> bool {
         let cols = self.cols;
@@ -172,7 +167,9 @@ impl Events {
         ok
     }
 
-    fn reset(&mut self, cols: usize) {
+    /// Empties the list for rows of `cols` columns (the start of a scan, or of a list built
+    /// with [`Events::append_spikes`]).
+    pub(crate) fn reset(&mut self, cols: usize) {
         self.row_ptr.clear();
         self.idx.clear();
         self.val.clear();
@@ -369,33 +366,15 @@ impl Pick {
     }
 }
 
-/// Bit `j` is `c[j] >= th` (false for NaN, as Rust's `>=`): one vector compare with AVX-512.
+/// Bit `j` is `c[j] >= th` (false for NaN, as Rust's `>=`). Only the generic scan uses it: a
+/// CPU with AVX-512 takes [`Events::collect_rows_avx512`] instead.
 #[inline(always)]
 fn at_least16(c: &[f32; 16], th: f32) -> u16 {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx512f") {
-        // SAFETY: the CPU has AVX-512F (checked above).
-        return unsafe { at_least16_avx512(c, th) };
-    }
     c.iter()
         .enumerate()
         .fold(0u16, |m, (j, &v)| m | (u16::from(v >= th) << j))
 }
 
-/// [`at_least16`] with an AVX-512 compare into a mask register (`>=` ordered).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-#[inline]
-unsafe fn at_least16_avx512(c: &[f32; 16], th: f32) -> u16 {
-    use std::arch::x86_64::{_mm512_cmp_ps_mask, _mm512_loadu_ps, _mm512_set1_ps, _CMP_GE_OQ};
-    // SAFETY: `c` holds 16 values to load.
-    let v = unsafe { _mm512_loadu_ps(c.as_ptr()) };
-    _mm512_cmp_ps_mask::<_CMP_GE_OQ>(v, _mm512_set1_ps(th))
-}
-
-/// Bit masks of 16 values: bit `j` of the first is `c[j] != 0`, of the second `c[j] == 1` (one
-/// vector compare each with AVX-512).
-#[inline(always)]
 pub(crate) fn masks16(c: &[f32; 16]) -> (u16, u16) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx512f") {
