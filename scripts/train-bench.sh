@@ -14,6 +14,9 @@
 #
 #   scripts/train-bench.sh [rounds (3)] [epochs (6)]
 #
+# Under each table, the rounds that met each goal and the median round. TRAIN_BENCH_LOG=FILE keeps
+# the rounds' SUMMARY lines in FILE.
+#
 # Needs the BrainPy venv (bash ../shared/anchors/setup.sh). The machine is shared: compare the
 # ratios of one round, not absolute times across rounds.
 set -euo pipefail
@@ -23,9 +26,15 @@ EPOCHS="${2:-6}"
 . scripts/anchors.sh bench_train.py
 cargo build --release -q -p brainstate-nn --example bench_train
 BIN=target/release/examples/bench_train
-LOG=$(mktemp "${TMPDIR:-/tmp}/train-bench.XXXXXX")
 BPJ=$(mktemp "${TMPDIR:-/tmp}/train-bench-bp.XXXXXX")
-trap 'rm -f "$LOG" "$BPJ"' EXIT
+if [ -n "${TRAIN_BENCH_LOG:-}" ]; then
+  LOG="$TRAIN_BENCH_LOG"
+  : >"$LOG"
+  trap 'rm -f "$BPJ"' EXIT
+else
+  LOG=$(mktemp "${TMPDIR:-/tmp}/train-bench.XXXXXX")
+  trap 'rm -f "$LOG" "$BPJ"' EXIT
+fi
 
 for r in $(seq 1 "$ROUNDS"); do
   echo "== round $r, load $(cut -d' ' -f1-3 /proc/loadavg)"
@@ -45,16 +54,27 @@ runs = {}
 for line in open(sys.argv[1]):
     who, r, js = line.split(" ", 2)
     runs.setdefault(int(r), {})[who] = json.loads(js)
+GOALS = (5.0, 1.3, 5.0, 3.0, 0.8)  # small, dense, sparse, fwd, matrix/sgemm
 def table(title, bp_key, ours_epoch, fwd_ratio, sgemm_key, extra=lambda o1, o2, bp: ""):
     print(title)
     print("round  small(1t)  dense(2t)  sparse(2t)  fwd(2t)  matrix/sgemm(1t)")
+    ratios = []
     for r, x in sorted(runs.items()):
         o1, o2, bp = x["ours1"], x["ours2"], x[bp_key]
-        print(f"{r:5}  {bp['small']['epoch_s'] / o1['small'][ours_epoch]:8.2f}x"
-              f"  {bp['big']['epoch_s'] / o2['big-dense'][ours_epoch]:8.2f}x"
-              f"  {bp['big']['epoch_s'] / o2['big-sparse'][ours_epoch]:9.2f}x"
-              f"  {fwd_ratio(o2['fwd'], bp['big']):6.2f}x"
-              f"  {100 * o1['big-dense'][sgemm_key]:14.0f}%" + extra(o1, o2, bp))
+        row = (bp['small']['epoch_s'] / o1['small'][ours_epoch],
+               bp['big']['epoch_s'] / o2['big-dense'][ours_epoch],
+               bp['big']['epoch_s'] / o2['big-sparse'][ours_epoch],
+               fwd_ratio(o2['fwd'], bp['big']),
+               o1['big-dense'][sgemm_key])
+        ratios.append(row)
+        print(f"{r:5}  {row[0]:8.2f}x  {row[1]:8.2f}x  {row[2]:9.2f}x  {row[3]:6.2f}x"
+              f"  {100 * row[4]:14.0f}%" + extra(o1, o2, bp))
+    # Rounds that met each goal (>= 5x, 1.3x, 5x, 3x, 80%), and the median round.
+    met = [sum(row[i] >= g for row in ratios) for i, g in enumerate(GOALS)]
+    med = [sorted(row[i] for row in ratios)[len(ratios) // 2] for i in range(len(GOALS))]
+    n = len(ratios)
+    print(f"  met  {met[0]:6}/{n:<2}  {met[1]:6}/{n:<2}  {met[2]:7}/{n:<2}  {met[3]:4}/{n:<2}  {met[4]:13}/{n:<2}")
+    print(f"  med  {med[0]:8.2f}x  {med[1]:8.2f}x  {med[2]:9.2f}x  {med[3]:6.2f}x  {100 * med[4]:14.0f}%")
 
 
 table("median epochs (forward calls) of each side in the round:", "brainpy", "epoch_s",
