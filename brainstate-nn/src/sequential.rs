@@ -655,7 +655,19 @@ mod tests {
             let y: Vec<f32> = (0..b).map(|i| (i % cfg.num_out) as f32).collect();
             let build = || {
                 let mut rng = rand::rngs::StdRng::seed_from_u64(9);
-                TutorialSnn::new(&cfg, Mode::Training { batch_size: b }, &mut rng).expect("net")
+                let mut net =
+                    TutorialSnn::new(&cfg, Mode::Training { batch_size: b }, &mut rng).expect("net");
+                // Biases of distinct values per column: BrainPy's default is zeros, under which
+                // a bias taken from the wrong column would go unseen.
+                net.visit_params(&mut |_, key, var, _| {
+                    if key == "b" {
+                        let mut b = var.array_mut::<f32>().expect("f32 bias");
+                        b.iter_mut()
+                            .enumerate()
+                            .for_each(|(j, v)| *v = 0.05 * (j % 13) as f32 - 0.2);
+                    }
+                });
+                net
             };
             let (mut fused, mut plain) = (build(), build());
             plain.fuse = false;
