@@ -6,4 +6,8 @@ if [ -z "${ANCHORS:-}" ]; then
     if [ -f "$d/$1" ]; then ANCHORS="$d"; break; fi
   done
 fi
+if [ -z "${ANCHORS:-}" ]; then
+  echo "shared/anchors/$1 not found (set ANCHORS to its folder)" >&2
+  return 1
+fi
 PY="${ANCHOR_VENV:-$HOME/.cache/brainpy-anchor}/bin/python"

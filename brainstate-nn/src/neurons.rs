@@ -636,6 +636,12 @@ fn expon_update(g: f32, x: f32, k: f32) -> f32 {
     (g - k * g) + x
 }
 
+/// The Expon's step back for decay `k`: the share of the carried gradient kept (`1 - k`) and of
+/// the step's own gradient passed to the input (all of it).
+fn expon_back(k: f32) -> (f32, f32) {
+    (1.0 - k, 1.0)
+}
+
 #[allow(clippy::too_many_arguments)]
 fn lif_update_part(
     v: &mut [f32],
@@ -1099,8 +1105,8 @@ impl Expon {
     /// (`d_in = d + (1 - k) d_in` each step back), with `1 - k` for `dt`; None before
     /// `begin_backward` or when its length is not `n`.
     pub(crate) fn backward_carry(&mut self, dt: f32, n: usize) -> Option<(&mut [f32], f32)> {
-        let k = exp_euler_c(dt, self.tau) / self.tau;
-        (self.d_in.len() == n && self.carry.len() == n).then(|| (&mut self.d_in[..], 1.0 - k))
+        let (keep, _) = expon_back(exp_euler_c(dt, self.tau) / self.tau);
+        (self.d_in.len() == n && self.carry.len() == n).then(|| (&mut self.d_in[..], keep))
     }
 }
 
@@ -1280,7 +1286,7 @@ macro_rules! linear_layer {
     };
 }
 
-linear_layer!(Expon, g, "g", expon_update, |k: f32| (1.0 - k, 1.0));
+linear_layer!(Expon, g, "g", expon_update, expon_back);
 linear_layer!(
     Integrator,
     x,

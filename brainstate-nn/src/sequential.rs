@@ -455,7 +455,7 @@ impl Fusion<'_> {
                 SpikeOut::Rows(&mut spikes[..])
             }
         };
-        let wt = dense1.narrow_wt().unwrap_or_default();
+        let wt = dense1.narrow_wt().ok_or_else(not_built)?;
         let held = r.backward_fused(dt, t, d1, wt, n_out, e_din, e_keep, out)?;
         let sig = match events {
             None => Signal::Dense(spikes),

@@ -375,6 +375,9 @@ fn at_least16(c: &[f32; 16], th: f32) -> u16 {
         .fold(0u16, |m, (j, &v)| m | (u16::from(v >= th) << j))
 }
 
+/// Bit masks of 16 values: bit `j` of the first is `c[j] != 0`, of the second `c[j] == 1` (one
+/// vector compare each with AVX-512).
+#[inline(always)]
 pub(crate) fn masks16(c: &[f32; 16]) -> (u16, u16) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx512f") {

@@ -414,9 +414,13 @@ fn a_failed_step_drops_the_steps_announced_ahead() {
     let err = Bptt::new(1.0).forward(&mut net, &x, false).unwrap_err();
     assert!(err.to_string().contains("planned failure"), "{err}");
 
+    let mut bias = Vec::new();
     net.visit_params(&mut |_, key, var, _| {
         if key == "W" {
             var.array_mut::<f32>().unwrap().mapv_inplace(|w| 2.0 * w);
+        }
+        if key == "b" {
+            bias = var.value().as_slice::<f32>().unwrap().to_vec();
         }
     });
     let values = x.values();
@@ -426,7 +430,8 @@ fn a_failed_step_drops_the_steps_announced_ahead() {
         .as_any_mut()
         .and_then(|a| a.downcast_mut::<Dense>())
         .unwrap();
-    let (w, bias) = (dense.weight().unwrap().to_owned(), ndarray::Array1::zeros(n_out));
+    let (w, bias) = (dense.weight().unwrap().to_owned(), ndarray::Array1::from(bias));
+    assert_eq!(bias.len(), n_out);
     let y = dense.step(1.0, Signal::Dense(x3), Record::Off).unwrap().to_vec();
     let mut fresh = Dense::try_from_arrays(w, Some(bias), Mode::Training { batch_size: b }).unwrap();
     let want = fresh.step(1.0, Signal::Dense(x3), Record::Off).unwrap();
